@@ -1,0 +1,76 @@
+# bisenet_pl: the README's quick start is `make demo` then `make test`.
+# `make install` makes .venv and reuses it afterwards (it reinstalls only when pyproject.toml changes).
+#
+# Torch: on a machine without a CUDA GPU the CPU build goes in first (pip takes the local
+# torch-2.13.0+cpu wheel where one exists), so the resolver never pulls a multi-GB CUDA build.
+# With a GPU, a torch already importable in .venv is kept; otherwise TORCH_GPU_SPEC is installed.
+# Override either, e.g.  make install TORCH_CPU_SPEC='torch==2.14.1'  or  TORCH_INDEX='--index-url ...'.
+
+PYTHON         ?= python3
+VENV           ?= .venv
+PY             := $(VENV)/bin/python
+PIP            := $(PY) -m pip
+TORCH_CPU_SPEC ?= torch==2.13.0
+TORCH_GPU_SPEC ?= torch
+TORCH_INDEX    ?=
+EXTRAS         ?= dev,export,cityscapes,sweep
+PIP_QUIET      ?= -q --disable-pip-version-check
+STAMP          := $(VENV)/.installed
+
+export NO_ALBUMENTATIONS_UPDATE := 1
+export WANDB_SILENT             := true
+export HYDRA_FULL_ERROR         := 1
+# No W&B account in the demo/tests: keep runs on disk (`wandb sync` uploads them later).
+export WANDB_MODE               ?= offline
+
+.PHONY: install demo test test-fast test-slurm bench lint format clean help
+
+help:
+	@echo "make demo        install, make the synthetic dataset, train + evaluate the demo model (CPU, minutes)"
+	@echo "make test        install, then run the test suite"
+	@echo "make test-slurm  run the tests that need a local Slurm cluster (started and stopped by the test)"
+	@echo "make bench       speed benchmarks (results in experiments/)"
+	@echo "make lint        ruff"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+		echo "[install] keeping torch $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "[install] CUDA GPU found: installing $(TORCH_GPU_SPEC)"; \
+		$(PIP) install $(PIP_QUIET) $(TORCH_INDEX) "$(TORCH_GPU_SPEC)"; \
+	else \
+		echo "[install] no CUDA GPU: installing the CPU build $(TORCH_CPU_SPEC)"; \
+		$(PIP) install $(PIP_QUIET) $(TORCH_INDEX) "$(TORCH_CPU_SPEC)" 2>&1 | grep -v "is ignored: it is neither" || true; \
+	fi
+	@$(PY) -c "import torch" || { echo "[install] torch failed to install"; exit 1; }
+	@echo "[install] bisenet_pl[$(EXTRAS)] (editable)"
+	@$(PIP) install $(PIP_QUIET) -e ".[$(EXTRAS)]" 2>&1 | grep -v "is ignored: it is neither" ; \
+		$(PY) -c "import bisenet_pl, lightning, hydra, albumentations" || { echo "[install] package install failed"; exit 1; }
+	@$(PY) -c "import torch; print('[install] torch', torch.__version__, '| cuda available:', torch.cuda.is_available())"
+	@touch $(STAMP)
+
+demo: install
+	$(PY) -m bisenet_pl.demo
+
+test: install
+	$(PY) -m pytest -q tests
+
+test-slurm: install
+	$(PY) -m pytest -q -m slurm tests
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+lint: install
+	$(VENV)/bin/ruff check bisenet_pl tests benchmarks scripts
+	$(VENV)/bin/ruff format --check bisenet_pl tests benchmarks scripts
+
+format: install
+	$(VENV)/bin/ruff check --fix bisenet_pl tests benchmarks scripts
+	$(VENV)/bin/ruff format bisenet_pl tests benchmarks scripts
+
+clean:
+	rm -rf outputs multirun .pytest_cache .ruff_cache

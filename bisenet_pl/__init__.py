@@ -1,0 +1,33 @@
+"""bisenet_pl: mmsegmentation's BiSeNetV2 for Cityscapes, on PyTorch Lightning + Hydra.
+
+The top-level names are imported lazily so that `import bisenet_pl` stays cheap (no Lightning, no
+albumentations) for users who only want the network or a checkpoint.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+# albumentations asks PyPI for a newer version on every import; we never want network at run time.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Segmentor": "bisenet_pl.models.segmentor",
+    "BiSeNetV2": "bisenet_pl.models.bisenetv2",
+    "load_model": "bisenet_pl.checkpoints",
+    "save_checkpoint": "bisenet_pl.checkpoints",
+    "CheckpointError": "bisenet_pl.checkpoints",
+    "Segmenter": "bisenet_pl.segmenter",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'bisenet_pl' has no attribute {name!r}")
