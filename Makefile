@@ -19,7 +19,6 @@ STAMP          := $(VENV)/.installed
 
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_SILENT             := true
-export HYDRA_FULL_ERROR         := 1
 # No W&B account in the demo/tests: keep runs on disk (`wandb sync` uploads them later).
 export WANDB_MODE               ?= offline
 
