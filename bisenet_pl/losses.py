@@ -107,7 +107,7 @@ def ohem_weights(
             weight[valid] = (valid_prob < threshold).float()
         else:
             losses = F.cross_entropy(logits, label, reduction="none", ignore_index=ignore_index)
-            order = losses[valid].sort(descending=True, stable=False).indices
+            order = losses[valid].sort(descending=True, stable=True).indices
             valid_weight = torch.zeros(num_valid, dtype=torch.float32, device=label.device)
             valid_weight[order[:batch_kept]] = 1.0
             weight[valid] = valid_weight

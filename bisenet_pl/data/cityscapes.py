@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
 import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from bisenet_pl.errors import DatasetError
 
 # The 19 train classes in trainId order (SPEC §7.3), as mmseg's METAINFO and cityscapesscripts name them.
 CLASSES: tuple[str, ...] = (
@@ -30,3 +43,337 @@ _TRAIN_LABEL_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28
 TRAIN_ID_TO_LABEL_ID: np.ndarray = np.array(_TRAIN_LABEL_IDS, dtype=np.uint8)
 LABEL_ID_TO_TRAIN_ID: np.ndarray = np.full(256, IGNORE_INDEX, dtype=np.uint8)
 LABEL_ID_TO_TRAIN_ID[list(_TRAIN_LABEL_IDS)] = np.arange(NUM_CLASSES, dtype=np.uint8)
+
+# --------------------------------------------------------------------------------------------------
+# The full Cityscapes label table (cityscapesscripts `helpers/labels.py`, SPEC §7.2/§7.3): the synthetic
+# generator writes polygons, labelIds, instanceIds and colour maps with exactly these names, ids and colours,
+# so that files it writes read like the real ones to every tool (ours, mmseg's converter, cityscapesscripts).
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CityscapesLabel:
+    """One row of Cityscapes' label table."""
+
+    name: str
+    id: int
+    train_id: int
+    has_instances: bool
+    color: tuple[int, int, int]
+
+
+LABELS: tuple[CityscapesLabel, ...] = tuple(
+    CityscapesLabel(name, id_, train_id, inst, color)
+    for name, id_, train_id, inst, color in (
+        ("unlabeled", 0, 255, False, (0, 0, 0)),
+        ("ego vehicle", 1, 255, False, (0, 0, 0)),
+        ("rectification border", 2, 255, False, (0, 0, 0)),
+        ("out of roi", 3, 255, False, (0, 0, 0)),
+        ("static", 4, 255, False, (0, 0, 0)),
+        ("dynamic", 5, 255, False, (111, 74, 0)),
+        ("ground", 6, 255, False, (81, 0, 81)),
+        ("road", 7, 0, False, (128, 64, 128)),
+        ("sidewalk", 8, 1, False, (244, 35, 232)),
+        ("parking", 9, 255, False, (250, 170, 160)),
+        ("rail track", 10, 255, False, (230, 150, 140)),
+        ("building", 11, 2, False, (70, 70, 70)),
+        ("wall", 12, 3, False, (102, 102, 156)),
+        ("fence", 13, 4, False, (190, 153, 153)),
+        ("guard rail", 14, 255, False, (180, 165, 180)),
+        ("bridge", 15, 255, False, (150, 100, 100)),
+        ("tunnel", 16, 255, False, (150, 120, 90)),
+        ("pole", 17, 5, False, (153, 153, 153)),
+        ("polegroup", 18, 255, False, (153, 153, 153)),
+        ("traffic light", 19, 6, False, (250, 170, 30)),
+        ("traffic sign", 20, 7, False, (220, 220, 0)),
+        ("vegetation", 21, 8, False, (107, 142, 35)),
+        ("terrain", 22, 9, False, (152, 251, 152)),
+        ("sky", 23, 10, False, (70, 130, 180)),
+        ("person", 24, 11, True, (220, 20, 60)),
+        ("rider", 25, 12, True, (255, 0, 0)),
+        ("car", 26, 13, True, (0, 0, 142)),
+        ("truck", 27, 14, True, (0, 0, 70)),
+        ("bus", 28, 15, True, (0, 60, 100)),
+        ("caravan", 29, 255, True, (0, 0, 90)),
+        ("trailer", 30, 255, True, (0, 0, 110)),
+        ("train", 31, 16, True, (0, 80, 100)),
+        ("motorcycle", 32, 17, True, (0, 0, 230)),
+        ("bicycle", 33, 18, True, (119, 11, 32)),
+        ("license plate", -1, -1, False, (0, 0, 142)),
+    )
+)
+NAME_TO_LABEL: dict[str, CityscapesLabel] = {label.name: label for label in LABELS}
+MAX_LABEL_ID = 33  # labelIds PNGs hold 0..33 (license plate, id -1, is never drawn: SPEC §7.1)
+
+# Published split sizes (SPEC §7.1) and cities; used to tell an incomplete download from the full set.
+REAL_SPLIT_SIZES: dict[str, int] = {"train": 2975, "val": 500, "test": 1525}
+# The synthetic generator leaves this file at the dataset root; the dataset then knows not to compare
+# its size with the published one.
+SYNTHETIC_MARKER = "synthetic_cityscapes.json"
+
+IMAGE_SUFFIX = "_leftImg8bit.png"
+TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
+LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
+
+_MAKE_DATA_HINT = (
+    "To get data: point `data.root` at a Cityscapes folder holding leftImg8bit/ and gtFine/ "
+    "(https://www.cityscapes-dataset.com/downloads/), or write a small synthetic set in the same layout "
+    "with `python -m bisenet_pl.data.synthetic {root}` (the default data root is generated automatically "
+    "on first use)."
+)
+
+# trainId -> RGB, every other value (255 included) black.
+_PALETTE_LUT = np.zeros((256, 3), dtype=np.uint8)
+_PALETTE_LUT[:NUM_CLASSES] = np.asarray(PALETTE, dtype=np.uint8)
+# trainId -> labelId for submissions (SPEC §7.2); 255 and unknown values -> 0 ("unlabeled").
+_TRAIN_TO_LABEL_LUT = np.zeros(256, dtype=np.uint8)
+_TRAIN_TO_LABEL_LUT[:NUM_CLASSES] = TRAIN_ID_TO_LABEL_ID
+# Values a label PNG may hold: labelIds 0..33 (255 tolerated: some tools write it for "unlabeled"; it maps to
+# ignore), trainIds 0..18 and 255.
+_VALID_LABEL_IDS = np.zeros(256, dtype=bool)
+_VALID_LABEL_IDS[: MAX_LABEL_ID + 1] = True
+_VALID_LABEL_IDS[IGNORE_INDEX] = True
+_VALID_TRAIN_IDS = np.zeros(256, dtype=bool)
+_VALID_TRAIN_IDS[:NUM_CLASSES] = True
+_VALID_TRAIN_IDS[IGNORE_INDEX] = True
+
+_MEAN = np.asarray(MEAN, dtype=np.float64)
+_STD_INV = 1.0 / np.asarray(STD, dtype=np.float64)
+
+log = logging.getLogger(__name__)
+
+
+def colorize(train_id_map: np.ndarray) -> np.ndarray:
+    """A trainId map (H, W) as an RGB uint8 image (H, W, 3) in the official palette; 255 is black."""
+    ids = np.asarray(train_id_map)
+    if ids.dtype != np.uint8:
+        ids = np.where((ids >= 0) & (ids < 256), ids, IGNORE_INDEX).astype(np.uint8)
+    return _PALETTE_LUT[ids]
+
+
+def train_ids_to_label_ids(train_id_map: np.ndarray) -> np.ndarray:
+    """trainIds -> Cityscapes labelIds (uint8), as the benchmark server and cityscapesscripts expect.
+
+    255 (ignore) becomes 0 ("unlabeled"), so a prediction map converts without a special case.
+    """
+    ids = np.asarray(train_id_map)
+    if ids.dtype != np.uint8:
+        ids = np.where((ids >= 0) & (ids < 256), ids, IGNORE_INDEX).astype(np.uint8)
+    return _TRAIN_TO_LABEL_LUT[ids]
+
+
+def normalize_image(bgr: np.ndarray) -> np.ndarray:
+    """BGR uint8 (H, W, 3) -> RGB float32, (x - mean) / std with mmseg's RGB statistics (SPEC §8).
+
+    Same arithmetic as mmcv's `imnormalize(to_rgb=True)`: subtract the mean and multiply by 1/std in
+    float64 constants, result float32.
+    """
+    rgb = bgr[..., ::-1].astype(np.float32)
+    return ((rgb - _MEAN) * _STD_INV).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image and where its label is (None when unlabelled)."""
+
+    image: Path
+    label: Path | None
+    label_kind: str | None  # "trainIds" (used as is) or "labelIds" (mapped through LABEL_ID_TO_TRAIN_ID)
+
+    @property
+    def name(self) -> str:
+        return self.image.name[: -len(IMAGE_SUFFIX)]
+
+
+def find_samples(root: Path, split: str, ignore_missing_labels: bool = False) -> list[Sample]:
+    """Pair every `leftImg8bit/<split>/**/<stem>_leftImg8bit.png` with its gtFine label (SPEC §7.1).
+
+    Sorted by path, as mmseg scans. Prefers `_gtFine_labelTrainIds.png`; falls back to
+    `_gtFine_labelIds.png` (mapped on the fly, DESIGN.md "Labels"), so no conversion step is needed.
+    Split `test` has no public labels: there a missing label is normal.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"Dataset root {root} does not exist. " + _MAKE_DATA_HINT.format(root=root))
+    image_dir = root / "leftImg8bit" / split
+    if not image_dir.is_dir():
+        found = sorted(p.name for p in (root / "leftImg8bit").glob("*") if p.is_dir())
+        where = f"it has splits {found}" if found else f"{root / 'leftImg8bit'} is missing or empty"
+        raise DatasetError(
+            f"No split {split!r} in {root}: expected the folder {image_dir} ({where}). "
+            + _MAKE_DATA_HINT.format(root=root)
+        )
+    images = sorted(image_dir.rglob("*" + IMAGE_SUFFIX))
+    if not images:
+        raise DatasetError(
+            f"Split {split!r} is empty: no '*{IMAGE_SUFFIX}' file under {image_dir}. Cityscapes images are "
+            f"named <city>_<seq>_<frame>{IMAGE_SUFFIX} in one folder per city. "
+            + _MAKE_DATA_HINT.format(root=root)
+        )
+    labels_optional = ignore_missing_labels or split == "test"
+    samples = []
+    for image in images:
+        stem = image.name[: -len(IMAGE_SUFFIX)]
+        label_dir = root / "gtFine" / split / image.parent.relative_to(image_dir)
+        train_ids = label_dir / (stem + TRAIN_IDS_SUFFIX)
+        label_ids = label_dir / (stem + LABEL_IDS_SUFFIX)
+        if train_ids.is_file():
+            samples.append(Sample(image, train_ids, "trainIds"))
+        elif label_ids.is_file():
+            samples.append(Sample(image, label_ids, "labelIds"))
+        elif labels_optional:
+            samples.append(Sample(image, None, None))
+        else:
+            raise DatasetError(
+                f"Image {image} has no label: expected {train_ids} or {label_ids}. Download gtFine for "
+                f"split {split!r} (gtFine_trainvaltest.zip), or pass ignore_missing_labels=True to serve the "
+                "images without labels (prediction only)."
+            )
+    return samples
+
+
+def load_image(path: Path) -> np.ndarray:
+    """The image as BGR uint8 (H, W, 3), decoded by cv2 as mmseg does (SPEC §8)."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:  # cv2 does not raise: a missing, corrupt or truncated file gives None
+        raise DatasetError(
+            f"Cannot decode image {path} (corrupt or truncated PNG, or unreadable). Re-extract it from "
+            "leftImg8bit_trainvaltest.zip, or delete it."
+        )
+    return image
+
+
+def load_label(sample: Sample) -> np.ndarray:
+    """The label as uint8 trainIds (H, W), 255 = ignore; checks the ids against Cityscapes' table.
+
+    Decoded by PIL unchanged (SPEC §8); a labelIds map goes through LABEL_ID_TO_TRAIN_ID.
+    """
+    path = sample.label
+    assert path is not None
+    try:
+        with Image.open(path) as pil:
+            mode = pil.mode
+            label = np.array(pil)
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DatasetError(
+            f"Cannot decode label {path} ({err}): corrupt or truncated PNG. Re-extract gtFine, or regenerate "
+            "the labelTrainIds with mmseg's tools/dataset_converters/cityscapes.py."
+        ) from err
+    if label.ndim != 2 or label.dtype != np.uint8:
+        raise DatasetError(
+            f"Label {path} is a {mode} image of shape {label.shape}: expected a single-channel 8-bit PNG of "
+            f"Cityscapes {sample.label_kind} (did you point at a *_gtFine_color.png or instanceIds file?)."
+        )
+    valid = _VALID_TRAIN_IDS if sample.label_kind == "trainIds" else _VALID_LABEL_IDS
+    counts = np.bincount(label.ravel(), minlength=256)
+    bad = np.flatnonzero((counts > 0) & ~valid)
+    if bad.size:
+        allowed = "0..18 and 255" if sample.label_kind == "trainIds" else f"0..{MAX_LABEL_ID}"
+        raise DatasetError(
+            f"Label {path} holds ids {bad.tolist()} outside Cityscapes' {sample.label_kind} ({allowed}). "
+            "Regenerate it from the *_gtFine_polygons.json (cityscapesscripts' createTrainIdLabelImgs), or "
+            "remove it."
+        )
+    if sample.label_kind == "labelIds":
+        label = LABEL_ID_TO_TRAIN_ID[label]
+    return label
+
+
+class CityscapesDataset(Dataset):
+    """Cityscapes (or the synthetic set in its layout) as dicts of tensors.
+
+    Item: `image` float32 (3, H, W) normalised RGB after `transform`; `label` int64 (H, W) trainIds with 255
+    = ignore (absent for unlabelled images); `name` (the stem, e.g. `frankfurt_000000_000294`);
+    `image_path` (str); `ori_size` (H, W) of the image on disk.
+
+    `transform` is called as `transform(image=bgr_uint8, mask=label_uint8)` (albumentations style) and must
+    return normalised RGB float32 HWC under `image` (see `transforms.py`); None only normalises.
+    Files are paired at construction and decoded and checked on load, so building the dataset stays cheap.
+    With `ignore_missing_labels=True` (or split `test`) images without labels are served without `label`;
+    `with_labels=False` drops labels altogether (prediction).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        transform: Callable[..., dict[str, Any]] | None = None,
+        ignore_missing_labels: bool = False,
+        with_labels: bool = True,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        self.split = split
+        self.transform = transform
+        self.with_labels = with_labels
+        self.samples = find_samples(self.root, split, ignore_missing_labels or not with_labels)
+        self._report_size()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def is_synthetic(self) -> bool:
+        return (self.root / SYNTHETIC_MARKER).is_file()
+
+    def _report_size(self) -> None:
+        n, expected = len(self.samples), REAL_SPLIT_SIZES.get(self.split)
+        if self.is_synthetic:
+            log.info("Synthetic Cityscapes-layout data, split %r: %d images (%s)", self.split, n, self.root)
+        elif expected is not None and n != expected:
+            log.warning(
+                "%s: split %r holds %d images but Cityscapes' has %d (incomplete download or a subset?); "
+                "numbers will not be comparable with the published ones.",
+                self.root,
+                self.split,
+                n,
+                expected,
+            )
+        else:
+            log.info("Cityscapes split %r: %d images (%s)", self.split, n, self.root)
+
+    def reseed(self, seed: int | Sequence[int]) -> None:
+        """Give the transform's random generators a new seed (called in each DataLoader worker)."""
+        if self.transform is not None and hasattr(self.transform, "set_random_state"):
+            seed_transform(self.transform, seed)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        image = load_image(sample.image)
+        label = load_label(sample) if (self.with_labels and sample.label is not None) else None
+        if label is not None and label.shape != image.shape[:2]:
+            raise DatasetError(
+                f"Image {sample.image} is {image.shape[0]}x{image.shape[1]} but its label {sample.label} is "
+                f"{label.shape[0]}x{label.shape[1]} (HxW): they must match. Replace the mismatched file."
+            )
+        ori_size = (int(image.shape[0]), int(image.shape[1]))
+        if self.transform is None:
+            image_out = normalize_image(image)
+        else:
+            data = {"image": image} if label is None else {"image": image, "mask": label}
+            out = self.transform(**data)
+            image_out = out["image"]
+            if label is not None:
+                label = out["mask"]
+        item: dict[str, Any] = {
+            "image": torch.from_numpy(np.ascontiguousarray(image_out.transpose(2, 0, 1))),
+            "name": sample.name,
+            "image_path": str(sample.image),
+            "ori_size": ori_size,
+        }
+        if label is not None:
+            item["label"] = torch.from_numpy(label.astype(np.int64))
+        return item
+
+
+def seed_transform(transform: Any, seed: int | Sequence[int] | None) -> None:
+    """Seed an albumentations pipeline with ONE numpy and ONE python generator shared by all its steps.
+
+    Why not `Compose(seed=...)`: albumentations 2.0.8 gives every step its own generator seeded with the same
+    number, so the steps draw identical streams (e.g. a flip decision equal to the first resize draw).
+    """
+    if seed is None:
+        rng, py = np.random.default_rng(), random.Random()
+    else:
+        seq = np.random.SeedSequence(seed)
+        rng, py = np.random.default_rng(seq), random.Random(int(seq.generate_state(1)[0]))
+    transform.set_random_state(rng, py)
