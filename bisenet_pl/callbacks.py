@@ -59,3 +59,119 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)
+
+
+class SpeedMonitor(pl.Callback):
+    """Training images/s (global) and, on GPU, the peak allocated memory in MB as mmseg's logger reports it."""
+
+    def __init__(self, log_every_n_steps: int | None = None) -> None:
+        super().__init__()
+        self.log_every_n_steps = log_every_n_steps
+        self._t0: float | None = None
+        self._images = 0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int):
+        import time
+
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        import time
+
+        import torch
+
+        self._images += int(batch["image"].shape[0]) * trainer.world_size
+        every = self.log_every_n_steps or trainer.log_every_n_steps
+        if self._t0 is None or trainer.global_step % max(every, 1):
+            return
+        elapsed = time.perf_counter() - self._t0
+        bs = int(batch["image"].shape[0])
+        if elapsed > 0:
+            pl_module.log("train/images_per_s", self._images / elapsed, on_step=True, batch_size=bs)
+        if torch.cuda.is_available() and pl_module.device.type == "cuda":
+            mem = torch.cuda.max_memory_allocated(pl_module.device) / 2**20
+            pl_module.log("train/peak_mem_mb", mem, on_step=True, batch_size=bs)
+        self._t0, self._images = time.perf_counter(), 0
+
+
+class WandbPredictions(pl.Callback):
+    """Every validation: a fixed set of val images with ground truth and prediction as W&B masks, and the
+    per-class IoU as a `wandb.Table`. Rank zero only; does nothing without a W&B logger."""
+
+    def __init__(self, num_images: int = 4, max_size: int = 512) -> None:
+        super().__init__()
+        self.num_images = num_images
+        self.max_size = max_size
+        self._samples: list[tuple[Any, Any, Any, str]] = []
+
+    @staticmethod
+    def _wandb_loggers(trainer: pl.Trainer) -> list[Any]:
+        from lightning.pytorch.loggers import WandbLogger
+
+        return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._samples = []
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if not trainer.is_global_zero or batch_idx >= self.num_images or not self._wandb_loggers(trainer):
+            return
+        if not isinstance(outputs, dict) or "pred" not in outputs:
+            return
+        from bisenet_pl.visualize import denormalize, shrink
+
+        image = denormalize(batch["image"][0])
+        label = batch["label"][0].cpu().numpy().astype("uint8")
+        pred = outputs["pred"][0].cpu().numpy().astype("uint8")
+        image, label, pred = shrink(image, label, pred, self.max_size)
+        name = batch.get("name", [f"val_{batch_idx}"])[0]
+        self._samples.append((image, label, pred, str(name)))
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loggers = self._wandb_loggers(trainer)
+        if not trainer.is_global_zero or not loggers or trainer.sanity_checking:
+            return
+        import wandb
+
+        names = list(getattr(pl_module, "class_names"))
+        class_labels = {i: n for i, n in enumerate(names)}
+        class_labels[255] = "ignore"
+        images = [
+            wandb.Image(
+                img,
+                masks={
+                    "predictions": {"mask_data": pred, "class_labels": class_labels},
+                    "ground_truth": {"mask_data": gt, "class_labels": class_labels},
+                },
+                caption=name,
+            )
+            for img, gt, pred, name in self._samples
+        ]
+        payload: dict[str, Any] = {"trainer/global_step": trainer.global_step}
+        if images:
+            payload["val/predictions"] = images
+        results = getattr(pl_module, "val_results", None)
+        if results is not None:
+            rows = [
+                [n, _nan_to_none(float(iou)), _nan_to_none(float(acc))]
+                for n, iou, acc in zip(names, results["IoU"], results["Acc"], strict=True)
+            ]
+            payload["val/per_class"] = wandb.Table(columns=["class", "IoU", "Acc"], data=rows)
+        for lg in loggers:
+            lg.experiment.log(payload)
+        self._samples = []
+
+
+def _nan_to_none(value: float) -> float | None:
+    return None if value != value else value

@@ -134,16 +134,17 @@ class SegmentationModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------ eval
-    def _evaluate(self, batch: dict[str, Any], metric: SegmentationMetric) -> None:
+    def _evaluate(self, batch: dict[str, Any], metric: SegmentationMetric) -> dict[str, torch.Tensor]:
         image, label = batch["image"], batch["label"]
-        scores = segment(self.model, image, tuple(label.shape[-2:]), self.inference_cfg)
-        metric.update(scores.argmax(dim=1), label)
+        pred = segment(self.model, image, tuple(label.shape[-2:]), self.inference_cfg).argmax(dim=1)
+        metric.update(pred, label)
+        return {"pred": pred}
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, self.val_metric)
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluate(batch, self.val_metric)
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metric)
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluate(batch, self.test_metric)
 
     def _log_results(self, prefix: str, metric: SegmentationMetric) -> dict[str, Any]:
         # compute() all-reduces the confusion matrix: every rank must call it (ECOSYSTEM §5.2).

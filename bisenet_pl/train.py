@@ -180,7 +180,12 @@ def _overrides() -> list[str]:
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @readable_errors
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    from bisenet_pl.loggers import finish_wandb
+
+    try:
+        metrics = train(cfg)
+    finally:
+        finish_wandb()
     name = cfg.get("optimized_metric")
     value = metrics.get(name) if name else None
     if value is None and name:

@@ -1,0 +1,319 @@
+"""mmseg's Cityscapes pipelines (SPEC §8 train, §9 test) as albumentations 2.0.x transforms.
+
+albumentations has no exact counterpart of three mmseg steps (ECOSYSTEM §6): the resize to an *absolute*
+scale box times a random ratio, the crop with the class-ratio retry rule, and PhotoMetricDistortion with
+multiplicative saturation and uint8 truncation after every step. They are written here as small
+`DualTransform` / `ImageOnlyTransform` classes that draw from albumentations' own generator
+(`self.random_generator`), so one seed reproduces a whole pipeline (`seed_transform`).
+
+Input to every pipeline: `image` BGR uint8 (as cv2 decodes it, like mmseg) and `mask` uint8 trainIds.
+Output: `image` RGB float32 normalised with mmseg's mean/std, `mask` uint8 (255 = ignore).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+
+from bisenet_pl.data.cityscapes import IGNORE_INDEX, normalize_image, seed_transform
+
+__all__ = [
+    "KeepRatioResize",
+    "RandomResize",
+    "CatMaxRandomCrop",
+    "PhotoMetricDistortion",
+    "NormalizeToRGB",
+    "rescale_size",
+    "build_train_transform",
+    "build_test_transform",
+    "seed_transform",
+]
+
+
+def rescale_size(width: int, height: int, scale: Sequence[int]) -> tuple[int, int]:
+    """mmcv's keep-ratio rule (SPEC §8): the largest size fitting the box `scale` (long, short edge).
+
+    factor = min(max(scale) / long_edge, min(scale) / short_edge); new (w, h) = (int(w·f + 0.5), int(h·f + 0.5)).
+    Returns (new_width, new_height).
+    """
+    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
+    return int(width * float(factor) + 0.5), int(height * float(factor) + 0.5)
+
+
+class KeepRatioResize(A.DualTransform):
+    """mmseg `Resize(scale, keep_ratio=True)`: image bilinear, label nearest (cv2, as mmcv's imresize).
+
+    `resize_mask=False` is the test pipeline (SPEC §9): there the label is loaded after the resize, so it
+    keeps its original resolution and the prediction is resized back to it instead.
+    """
+
+    def __init__(self, scale: Sequence[int] = (2048, 1024), resize_mask: bool = True, p: float = 1.0) -> None:
+        super().__init__(p=p)
+        self.scale = (int(scale[0]), int(scale[1]))
+        self.resize_mask = resize_mask
+
+    def _target_scale(self) -> tuple[int, int]:
+        return self.scale
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        new_w, new_h = rescale_size(width, height, self._target_scale())
+        return {"new_size": (new_w, new_h)}
+
+    def apply(self, img: np.ndarray, new_size: tuple[int, int] = (0, 0), **params: Any) -> np.ndarray:
+        if (img.shape[1], img.shape[0]) == new_size:
+            return img
+        return cv2.resize(img, new_size, interpolation=cv2.INTER_LINEAR)
+
+    def apply_to_mask(self, mask: np.ndarray, new_size: tuple[int, int] = (0, 0), **params: Any) -> np.ndarray:
+        if not self.resize_mask or (mask.shape[1], mask.shape[0]) == new_size:
+            return mask
+        return cv2.resize(mask, new_size, interpolation=cv2.INTER_NEAREST)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("scale", "resize_mask")
+
+
+class RandomResize(KeepRatioResize):
+    """mmseg `RandomResize(scale=(2048, 1024), ratio_range=(0.5, 2.0), keep_ratio=True)` (SPEC §8).
+
+    r ~ U[low, high); the target box is (int(scale[0]·r), int(scale[1]·r)); then the keep-ratio rule of
+    `rescale_size`. The box is absolute: a 2048x1024 image becomes about (2048r)x(1024r), and an image of
+    any other size is fitted into the same box (albumentations' RandomScale is relative to the input).
+    """
+
+    def __init__(
+        self,
+        scale: Sequence[int] = (2048, 1024),
+        ratio_range: Sequence[float] = (0.5, 2.0),
+        p: float = 1.0,
+    ) -> None:
+        super().__init__(scale=scale, resize_mask=True, p=p)
+        self.ratio_range = (float(ratio_range[0]), float(ratio_range[1]))
+
+    def _target_scale(self) -> tuple[int, int]:
+        low, high = self.ratio_range
+        ratio = self.random_generator.random() * (high - low) + low
+        return int(self.scale[0] * ratio), int(self.scale[1] * ratio)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("scale", "ratio_range")
+
+
+class CatMaxRandomCrop(A.DualTransform):
+    """mmseg `RandomCrop(crop_size, cat_max_ratio=0.75)` (SPEC §8).
+
+    The offset is drawn in [0, max(H - h, 0)] (and likewise for w) and the crop is clipped to the image, so a
+    smaller image is not padded here (padding comes after normalisation). A candidate is accepted when its
+    label holds more than one non-ignore class and the largest covers less than `cat_max_ratio` of the
+    non-ignore pixels; after `max_checks` (10) rejected candidates the next one is used unchecked.
+    """
+
+    def __init__(
+        self,
+        crop_size: Sequence[int] = (1024, 1024),
+        cat_max_ratio: float = 0.75,
+        ignore_index: int = IGNORE_INDEX,
+        max_checks: int = 10,
+        p: float = 1.0,
+    ) -> None:
+        super().__init__(p=p)
+        self.crop_size = (int(crop_size[0]), int(crop_size[1]))
+        self.cat_max_ratio = float(cat_max_ratio)
+        self.ignore_index = int(ignore_index)
+        self.max_checks = int(max_checks)
+
+    def _draw(self, height: int, width: int) -> tuple[int, int, int, int]:
+        margin_h = max(height - self.crop_size[0], 0)
+        margin_w = max(width - self.crop_size[1], 0)
+        y1 = int(self.random_generator.integers(0, margin_h + 1))
+        x1 = int(self.random_generator.integers(0, margin_w + 1))
+        return y1, min(y1 + self.crop_size[0], height), x1, min(x1 + self.crop_size[1], width)
+
+    def accepts(self, label_crop: np.ndarray) -> bool:
+        """mmseg's test: >1 non-ignore class and the largest under cat_max_ratio of non-ignore pixels."""
+        counts = np.bincount(label_crop.ravel(), minlength=256)
+        if 0 <= self.ignore_index < counts.size:
+            counts[self.ignore_index] = 0
+        present = counts[counts > 0]
+        return present.size > 1 and present.max() / present.sum() < self.cat_max_ratio
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        box = self._draw(height, width)
+        mask = data.get("mask")
+        if self.cat_max_ratio < 1.0 and mask is not None:
+            for _ in range(self.max_checks):
+                y1, y2, x1, x2 = box
+                if self.accepts(mask[y1:y2, x1:x2]):
+                    break
+                box = self._draw(height, width)
+        return {"box": box}
+
+    def apply(self, img: np.ndarray, box: tuple[int, int, int, int] = (0, 0, 0, 0), **params: Any) -> np.ndarray:
+        y1, y2, x1, x2 = box
+        return img[y1:y2, x1:x2]
+
+    def apply_to_mask(
+        self, mask: np.ndarray, box: tuple[int, int, int, int] = (0, 0, 0, 0), **params: Any
+    ) -> np.ndarray:
+        y1, y2, x1, x2 = box
+        return mask[y1:y2, x1:x2]
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("crop_size", "cat_max_ratio", "ignore_index", "max_checks")
+
+
+def _affine_lut(alpha: float, beta: float) -> np.ndarray:
+    """mmseg's `convert`: float32(x)·alpha + beta, clipped to [0, 255], truncated to uint8, as a 256-entry LUT.
+
+    A LUT gives exactly the same bytes as the per-pixel arithmetic (uint8 input has only 256 values) and is
+    several times faster.
+    """
+    values = np.arange(256, dtype=np.float32) * alpha + beta
+    return np.clip(values, 0, 255).astype(np.uint8)
+
+
+class PhotoMetricDistortion(A.ImageOnlyTransform):
+    """mmseg `PhotoMetricDistortion` on the BGR uint8 crop (SPEC §8), every step truncated to uint8.
+
+    Order: (1) brightness +U(-32, 32); (2) mode = randint(2), contrast ×U(0.5, 1.5) here when mode is 1;
+    (3) saturation: S ×U(0.5, 1.5) in OpenCV's HSV; (4) hue: H + randint(-18, 18) mod 180 (delta in [-18, 17],
+    numpy excludes the upper bound); (5) contrast here when mode is 0. Each step happens when randint(2) is 1.
+    The draws happen in exactly that order and only when a step is on, as in mmseg.
+    """
+
+    def __init__(
+        self,
+        brightness_delta: int = 32,
+        contrast_range: Sequence[float] = (0.5, 1.5),
+        saturation_range: Sequence[float] = (0.5, 1.5),
+        hue_delta: int = 18,
+        p: float = 1.0,
+    ) -> None:
+        super().__init__(p=p)
+        self.brightness_delta = int(brightness_delta)
+        self.contrast_range = (float(contrast_range[0]), float(contrast_range[1]))
+        self.saturation_range = (float(saturation_range[0]), float(saturation_range[1]))
+        self.hue_delta = int(hue_delta)
+
+    def _coin(self) -> bool:
+        return bool(self.random_generator.integers(2))
+
+    def get_params(self) -> dict[str, Any]:
+        rng = self.random_generator
+        brightness = contrast_first = saturation = hue = contrast_last = None
+        if self._coin():
+            brightness = float(rng.uniform(-self.brightness_delta, self.brightness_delta))
+        mode = int(rng.integers(2))
+        if mode == 1 and self._coin():
+            contrast_first = float(rng.uniform(*self.contrast_range))
+        if self._coin():
+            saturation = float(rng.uniform(*self.saturation_range))
+        if self._coin():
+            hue = int(rng.integers(-self.hue_delta, self.hue_delta))
+        if mode == 0 and self._coin():
+            contrast_last = float(rng.uniform(*self.contrast_range))
+        return {
+            "brightness": brightness,
+            "contrast_first": contrast_first,
+            "saturation": saturation,
+            "hue": hue,
+            "contrast_last": contrast_last,
+        }
+
+    def apply(
+        self,
+        img: np.ndarray,
+        brightness: float | None = None,
+        contrast_first: float | None = None,
+        saturation: float | None = None,
+        hue: int | None = None,
+        contrast_last: float | None = None,
+        **params: Any,
+    ) -> np.ndarray:
+        if img.dtype != np.uint8:
+            raise TypeError(f"PhotoMetricDistortion expects the uint8 BGR image (SPEC §8), got {img.dtype}")
+        if brightness is not None:
+            img = cv2.LUT(img, _affine_lut(1.0, brightness))
+        if contrast_first is not None:
+            img = cv2.LUT(img, _affine_lut(contrast_first, 0.0))
+        if saturation is not None:
+            hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+            hsv[..., 1] = cv2.LUT(hsv[..., 1], _affine_lut(saturation, 0.0))
+            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+        if hue is not None:
+            hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+            hue_lut = ((np.arange(256) + hue) % 180).astype(np.uint8)  # H is 0..179 for uint8 images
+            hsv[..., 0] = cv2.LUT(hsv[..., 0], hue_lut)
+            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+        if contrast_last is not None:
+            img = cv2.LUT(img, _affine_lut(contrast_last, 0.0))
+        return img
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("brightness_delta", "contrast_range", "saturation_range", "hue_delta")
+
+
+class NormalizeToRGB(A.ImageOnlyTransform):
+    """mmseg's data preprocessor: BGR -> RGB, float32, (x - mean) / std with the RGB statistics (SPEC §8)."""
+
+    def __init__(self, p: float = 1.0) -> None:
+        super().__init__(p=p)
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        return normalize_image(img)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ()
+
+
+def build_train_transform(
+    scale: Sequence[int] = (2048, 1024),
+    ratio_range: Sequence[float] = (0.5, 2.0),
+    crop_size: Sequence[int] = (1024, 1024),
+    cat_max_ratio: float = 0.75,
+    flip_prob: float = 0.5,
+    photometric: bool = True,
+    seed: int | Sequence[int] | None = None,
+) -> A.Compose:
+    """mmseg's cityscapes_1024x1024 training pipeline (SPEC §8), step for step.
+
+    RandomResize -> CatMaxRandomCrop -> HorizontalFlip -> PhotoMetricDistortion (BGR uint8) ->
+    NormalizeToRGB -> pad bottom/right to `crop_size` with image 0 (after normalising) and label 255.
+    `crop_size` is (h, w); `scale` is (long, short) edge as mmseg writes it, e.g. (2048, 1024).
+    """
+    crop_h, crop_w = int(crop_size[0]), int(crop_size[1])
+    steps: list[A.BasicTransform] = [
+        RandomResize(scale=scale, ratio_range=ratio_range),
+        CatMaxRandomCrop(crop_size=(crop_h, crop_w), cat_max_ratio=cat_max_ratio),
+        A.HorizontalFlip(p=flip_prob),
+    ]
+    if photometric:
+        steps.append(PhotoMetricDistortion())
+    steps += [
+        NormalizeToRGB(),
+        A.PadIfNeeded(
+            min_height=crop_h,
+            min_width=crop_w,
+            position="top_left",
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=IGNORE_INDEX,
+        ),
+    ]
+    pipeline = A.Compose(steps)
+    seed_transform(pipeline, seed)
+    return pipeline
+
+
+def build_test_transform(scale: Sequence[int] = (2048, 1024)) -> A.Compose:
+    """mmseg's test pipeline (SPEC §9): keep-ratio resize of the image into `scale`, then normalise.
+
+    The label (if given as `mask`) is left at its original resolution, and nothing is padded.
+    """
+    return A.Compose([KeepRatioResize(scale=scale, resize_mask=False), NormalizeToRGB()])
