@@ -94,12 +94,13 @@ def resize_normalised(
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     raw = (image.detach().float().cpu() * std_t + mean_t).round().clamp(0, 255).to(torch.uint8)
+    mean64, inv_std64 = np.asarray(mean, dtype=np.float64), 1.0 / np.asarray(std, dtype=np.float64)
     out = []
     for img in raw.permute(0, 2, 3, 1).numpy():
         resized = cv2.resize(np.ascontiguousarray(img), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-        out.append(torch.from_numpy(resized))
-    batch = torch.stack(out).permute(0, 3, 1, 2).float()
-    return ((batch - mean_t) / std_t).to(image.device, image.dtype)
+        # The dataset's arithmetic (mmcv imnormalize): float64 constants, float32 result.
+        out.append(torch.from_numpy(((resized.astype(np.float32) - mean64) * inv_std64).astype(np.float32)))
+    return torch.stack(out).permute(0, 3, 1, 2).contiguous().to(image.device, image.dtype)
 
 
 def _slide(net: Net, image: torch.Tensor, crop: tuple[int, int], stride: tuple[int, int]) -> torch.Tensor:

@@ -35,6 +35,7 @@ class SegmentationModule(pl.LightningModule):
         sync_bn_heads: SyncBN in the heads only, and only on GPU with more than one process (SPEC §14.2).
         inference: `InferenceConfig` fields for validation and test (whole image by default).
         class_names: names for the per-class metrics; Cityscapes' 19 by default.
+        test_scale: the data's keep-ratio test resize, stored in checkpoints so `Segmenter` reuses it.
     """
 
     def __init__(
@@ -53,6 +54,7 @@ class SegmentationModule(pl.LightningModule):
         sync_bn_heads: bool = True,
         inference: dict[str, Any] | None = None,
         class_names: Sequence[str] | None = None,
+        test_scale: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -174,5 +176,6 @@ class SegmentationModule(pl.LightningModule):
                 "palette": [list(c) for c in PALETTE[: len(self.class_names)]],
                 "mean": list(MEAN),
                 "std": list(STD),
+                "test_scale": list(self.hparams.test_scale) if self.hparams.test_scale else None,
             },
         }

@@ -1,0 +1,158 @@
+"""`python -m bisenet_pl.evaluate ckpt=PATH [mode=whole|slide|msflip] [official=true]`: mIoU on a split.
+
+Each image is evaluated once, on one process, at its original label resolution (SPEC §9, §11): no
+distributed padding can duplicate an image. Writes `results.json` (config, checkpoint, mode, per-class
+numbers) into the run folder and prints the per-class table.
+
+Examples:
+    python -m bisenet_pl.evaluate ckpt=outputs/train/runs/<run>/checkpoints/last.ckpt
+    python -m bisenet_pl.evaluate ckpt=bisenetv2_fcn_4x4_1024x1024_160k_cityscapes.pth \\
+        data.root=data/cityscapes mode=msflip official=true
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from bisenet_pl.cli import hydra_output_dir, quiet_environment, readable_errors
+
+quiet_environment()
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+log = logging.getLogger("bisenet_pl.evaluate")
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_net(ckpt: str | Path, backend: str, device) -> tuple[Any, dict[str, Any]]:
+    """The network callable and its meta (classes, mean, std) for a checkpoint or an ONNX file."""
+    from bisenet_pl.checkpoints import default_meta
+
+    if backend == "onnxruntime":
+        from bisenet_pl.export import OnnxNet
+
+        net = OnnxNet(ckpt, device=device)
+        return net, {**default_meta(net.num_classes), **net.meta}
+    if backend != "torch":
+        raise ValueError(f"backend must be torch or onnxruntime, got {backend!r}")
+    from bisenet_pl.checkpoints import load_model
+
+    model = load_model(ckpt, device=device)
+    meta = {**default_meta(model.config["num_classes"]), **dict(getattr(model, "meta", {}) or {})}
+    return model, meta
+
+
+def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    import torch
+    from hydra.utils import instantiate
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from torch.utils.data import DataLoader, Subset
+
+    from bisenet_pl.data.cityscapes import CityscapesDataset
+    from bisenet_pl.data.transforms import build_test_transform
+    from bisenet_pl.inference import InferenceConfig, segment
+    from bisenet_pl.metrics import SegmentationMetric, format_results_table, results_to_jsonable
+
+    device = _device(cfg.device)
+    net, meta = build_net(cfg.ckpt, cfg.backend, device)
+    classes = list(meta["classes"])
+    inference = InferenceConfig.from_mode(
+        cfg.mode, mean=tuple(meta["mean"]), std=tuple(meta["std"]), **OmegaConf.to_container(cfg.inference)
+    )
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    dataset = CityscapesDataset(datamodule.root, cfg.split, transform=build_test_transform(datamodule.test_scale))
+    if cfg.limit:
+        dataset = Subset(dataset, range(min(int(cfg.limit), len(dataset))))
+    loader = DataLoader(dataset, batch_size=1, num_workers=int(cfg.num_workers), shuffle=False)
+    metric = SegmentationMetric(num_classes=len(classes)).to(device)
+    official_dir = out_dir / "official_predictions" if cfg.official else None
+    written: list[tuple[Path, str]] = []
+    start = time.perf_counter()
+    columns = (TextColumn("[bold]evaluate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task("evaluate", total=len(dataset))
+        for batch in loader:
+            if "label" not in batch:
+                raise_missing_labels(batch, cfg.split)
+            image = batch["image"].to(device)
+            label = batch["label"].to(device)
+            pred = segment(net, image, tuple(label.shape[-2:]), inference).argmax(dim=1)
+            metric.update(pred, label)
+            if official_dir is not None:
+                written.append((write_label_id_png(pred[0], official_dir, batch["name"][0]), batch["image_path"][0]))
+            progress.advance(task)
+    seconds = time.perf_counter() - start
+    results = metric.compute()
+    Console().print(format_results_table(results, classes))
+    payload: dict[str, Any] = {
+        "checkpoint": str(cfg.ckpt),
+        "backend": cfg.backend,
+        "split": cfg.split,
+        "mode": cfg.mode,
+        "inference": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(inference).items()},
+        "images": len(dataset),
+        "seconds": round(seconds, 2),
+        "device": str(device),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "results": results_to_jsonable(results, classes),
+    }
+    if official_dir is not None:
+        from bisenet_pl.official import official_miou
+
+        official = official_miou(written, out_dir)
+        payload["official"] = official
+        Console().print(
+            f"mIoU  bisenet_pl: [bold]{float(results['mIoU']):.2f}[/]   "
+            f"cityscapesscripts: [bold]{official['mIoU']:.2f}[/]"
+        )
+    (out_dir / "results.json").write_text(json.dumps(payload, indent=2))
+    log.info("results written to %s", out_dir / "results.json")
+    return payload
+
+
+def raise_missing_labels(batch: dict[str, Any], split: str) -> None:
+    from bisenet_pl.errors import DatasetError
+
+    raise DatasetError(
+        f"{batch['image_path'][0]}: split {split!r} has no labels to evaluate against; "
+        "use `python -m bisenet_pl.predict` for unlabelled images"
+    )
+
+
+def write_label_id_png(pred, folder: Path, name: str) -> Path:
+    """A prediction as Cityscapes label ids (`<city>_<seq>_<frame>*.png`), as the official tools read it."""
+    import numpy as np
+    from PIL import Image
+
+    from bisenet_pl.data.cityscapes import train_ids_to_label_ids
+
+    city = name.split("_")[0]
+    path = folder / city / f"{name}_pred_labelIds.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(train_ids_to_label_ids(pred.to("cpu").numpy().astype(np.uint8))).save(path)
+    return path
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+@readable_errors
+def main(cfg: DictConfig) -> float:
+    out_dir = hydra_output_dir() or Path(".")
+    return float(evaluate(cfg, out_dir)["results"]["mIoU"])
+
+
+if __name__ == "__main__":
+    main()
