@@ -74,7 +74,8 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     )
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
-    dataset = CityscapesDataset(datamodule.root, cfg.split, transform=build_test_transform(datamodule.test_scale))
+    test_scale = (meta.get("test_scale") or (2048, 1024)) if cfg.test_scale == "checkpoint" else cfg.test_scale
+    dataset = CityscapesDataset(datamodule.root, cfg.split, transform=build_test_transform(tuple(test_scale)))
     if cfg.limit:
         dataset = Subset(dataset, range(min(int(cfg.limit), len(dataset))))
     loader = DataLoader(dataset, batch_size=1, num_workers=int(cfg.num_workers), shuffle=False)
@@ -107,6 +108,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "images": len(dataset),
         "seconds": round(seconds, 2),
         "device": str(device),
+        "test_scale": list(test_scale),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "results": results_to_jsonable(results, classes),
     }
