@@ -33,7 +33,7 @@ def _no_autocast(device: torch.device) -> torch.autocast:
 def _check_pair(logits: Tensor, label: Tensor) -> None:
     if logits.dim() != 4 or label.dim() != 3:
         raise ValueError(
-            f"Expected logits (N,C,H,W) and label (N,H,W); got {tuple(logits.shape)} and {tuple(label.shape)}."
+            f"Expected logits (N,C,H,W) and label (N,H,W); got {tuple(logits.shape)}, {tuple(label.shape)}."
         )
     if logits.shape[0] != label.shape[0] or logits.shape[-2:] != label.shape[-2:]:
         raise ValueError(
@@ -56,7 +56,9 @@ def cross_entropy_all_pixels(
         per_pixel = F.cross_entropy(logits.float(), label.long(), reduction="none", ignore_index=ignore_index)
         if weight is not None:
             if weight.shape != per_pixel.shape:
-                raise ValueError(f"weight must have shape {tuple(per_pixel.shape)}, got {tuple(weight.shape)}.")
+                raise ValueError(
+                    f"weight must have shape {tuple(per_pixel.shape)}, got {tuple(weight.shape)}."
+                )
             per_pixel = per_pixel * weight.float()
         # mean() over the N·H·W per-pixel tensor == sum / (N·H·W): mmseg's weight_reduce_loss('mean').
         return per_pixel.mean()
@@ -167,7 +169,9 @@ class MultiHeadLoss(nn.Module):
             raise ValueError(f"ohem_thresh is a probability in [0, 1], got {ohem_thresh}.")
         if ohem_min_kept < 0:
             raise ValueError(f"ohem_min_kept must be >= 0, got {ohem_min_kept}.")
-        weights = tuple(float(w) for w in loss_weights) if loss_weights is not None else (1.0,) * len(HEAD_NAMES)
+        weights = (
+            tuple(float(w) for w in loss_weights) if loss_weights is not None else (1.0,) * len(HEAD_NAMES)
+        )
         if len(weights) != len(HEAD_NAMES):
             raise ValueError(f"loss_weights needs {len(HEAD_NAMES)} values {HEAD_NAMES}, got {len(weights)}.")
         self.use_ohem = use_ohem
@@ -186,7 +190,8 @@ class MultiHeadLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"ohem_mode={self.ohem_mode!r}, ohem_thresh={self.ohem_thresh}, ohem_min_kept={self.ohem_min_kept}, "
+            f"ohem_mode={self.ohem_mode!r}, ohem_thresh={self.ohem_thresh}, "
+            f"ohem_min_kept={self.ohem_min_kept}, "
             f"loss_weights={self.loss_weights}, ignore_index={self.ignore_index}, "
             f"align_corners={self.align_corners}"
         )

@@ -65,7 +65,9 @@ class SegmentationMetric(torchmetrics.Metric):
                 "resize the logits to the label size and argmax before updating."
             )
         if pred.is_floating_point() or target.is_floating_point() or pred.is_complex():
-            raise ValueError("SegmentationMetric.update expects integer class maps (argmax the logits first).")
+            raise ValueError(
+                "SegmentationMetric.update expects integer class maps (argmax the logits first)."
+            )
         c = self.num_classes
         target = target.reshape(-1).long()
         pred = pred.reshape(-1).to(device=target.device, dtype=torch.long)
@@ -152,7 +154,8 @@ def results_to_jsonable(results: dict[str, Any], class_names: Sequence[str]) -> 
         raise ValueError(f"{len(class_names)} class names for {len(iou)} IoU and {len(acc)} Acc values.")
     out: dict[str, Any] = {key: clean(results[key]) for key in ("mIoU", "aAcc", "mAcc") if key in results}
     out["per_class"] = {
-        str(name): {"IoU": clean(i), "Acc": clean(a)} for name, i, a in zip(class_names, iou, acc, strict=True)
+        str(name): {"IoU": clean(i), "Acc": clean(a)}
+        for name, i, a in zip(class_names, iou, acc, strict=True)
     }
     if "confusion_matrix" in results:
         cm = results["confusion_matrix"]

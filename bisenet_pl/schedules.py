@@ -47,7 +47,13 @@ STYLES: tuple[str, ...] = ("mmcv", "mmengine")
 
 
 def _check_args(
-    base_lr: float, max_steps: int, warmup_steps: int, warmup_ratio: float, power: float, min_lr: float, style: str
+    base_lr: float,
+    max_steps: int,
+    warmup_steps: int,
+    warmup_ratio: float,
+    power: float,
+    min_lr: float,
+    style: str,
 ) -> None:
     if style not in STYLES:
         raise ValueError(f"Unknown LR schedule style {style!r}; expected one of {STYLES}.")

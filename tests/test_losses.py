@@ -13,7 +13,13 @@ IGN = 255
 
 
 def _case(
-    n: int = 2, c: int = 19, h: int = 24, w: int = 32, ignore_frac: float = 0.1, scale: float = 2.0, seed: int = 0
+    n: int = 2,
+    c: int = 19,
+    h: int = 24,
+    w: int = 32,
+    ignore_frac: float = 0.1,
+    scale: float = 2.0,
+    seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(n, c, h, w, generator=g) * scale
@@ -86,7 +92,9 @@ def test_ce_fp32_under_autocast() -> None:
 # --------------------------------------------------------------------------------------------- OHEM
 
 
-def _ohem_reference(logits: torch.Tensor, label: torch.Tensor, thresh: float | None, min_kept: int) -> np.ndarray:
+def _ohem_reference(
+    logits: torch.Tensor, label: torch.Tensor, thresh: float | None, min_kept: int
+) -> np.ndarray:
     """SPEC §5.2, step by step, with numpy. Probabilities/losses come from torch (bit-identical inputs);
     the selection logic (sort, index, max, strict <, top-k) is the part under test."""
     n = label.shape[0]
@@ -97,7 +105,11 @@ def _ohem_reference(logits: torch.Tensor, label: torch.Tensor, thresh: float | N
     if thresh is not None:
         tmp = y.copy()
         tmp[tmp == IGN] = 0
-        prob = torch.softmax(logits.float(), dim=1).gather(1, torch.from_numpy(tmp).long()[:, None])[:, 0].numpy()
+        prob = (
+            torch.softmax(logits.float(), dim=1)
+            .gather(1, torch.from_numpy(tmp).long()[:, None])[:, 0]
+            .numpy()
+        )
         valid_prob = prob[valid]
         sort_prob = np.sort(valid_prob)  # ascending
         min_threshold = sort_prob[min(batch_kept, sort_prob.size - 1)] if sort_prob.size > 0 else 0.0
@@ -142,7 +154,7 @@ def test_ohem_matches_reference(thresh: float | None, min_kept: int, seed: int) 
 
 def test_ohem_ties_at_threshold_are_all_dropped() -> None:
     logits, label = _tied_case(4)
-    # Large thresh -> threshold is exactly the tied value at the cut; strict "<" drops every pixel equal to it.
+    # thresh 0 -> threshold is exactly the tied value at the cut; strict "<" drops every pixel equal to it.
     w = ohem_weights(logits, label, thresh=0.0, min_kept=5)
     p = torch.softmax(logits, 1).gather(1, label.masked_fill(label == IGN, 0)[:, None])[:, 0]
     cut = p[label != IGN].sort().values[10]
@@ -161,7 +173,7 @@ def test_ohem_no_valid_pixels() -> None:
 
 
 def test_ohem_batch_kept_exceeds_valid_keeps_all_but_max() -> None:
-    # 14,682 valid pixels, min_kept 20000: threshold = max prob (> 0.7), all but the max are kept (SPEC §5.2.4).
+    # 14,682 valid pixels, min_kept 20000: threshold = max prob (> 0.7), all but the max kept (SPEC §5.2.4).
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(1, 19, 128, 128, generator=g) * 3
     label = torch.randint(0, 19, (1, 128, 128), generator=g)
@@ -222,7 +234,8 @@ def _heads(n: int = 2, size: int = 64, seed: int = 0, requires_grad: bool = Fals
     g = torch.Generator().manual_seed(seed)
     strides = (8, 4, 8, 16, 32)  # decode @1/8, aux0 @1/4, aux1 @1/8, aux2 @1/16, aux3 @1/32 (SPEC §2)
     return [
-        (torch.randn(n, 19, size // s, size // s, generator=g) * 3).requires_grad_(requires_grad) for s in strides
+        (torch.randn(n, 19, size // s, size // s, generator=g) * 3).requires_grad_(requires_grad)
+        for s in strides
     ]
 
 

@@ -1,4 +1,4 @@
-"""SegmentationMetric: hand-computed values, NaN semantics, accumulation, DDP sync, cityscapesscripts parity."""
+"""SegmentationMetric: hand-computed values, NaN semantics, accumulation, DDP sync, cityscapesscripts."""
 
 from __future__ import annotations
 
@@ -90,7 +90,9 @@ def _random_maps(n: int, seed: int, h: int = 32, w: int = 48) -> tuple[torch.Ten
     g = torch.Generator().manual_seed(seed)
     target = torch.randint(0, 19, (n, h, w), generator=g)
     target[torch.rand(n, h, w, generator=g) < 0.15] = IGN
-    pred = torch.where(torch.rand(n, h, w, generator=g) < 0.6, target, torch.randint(0, 19, (n, h, w), generator=g))
+    pred = torch.where(
+        torch.rand(n, h, w, generator=g) < 0.6, target, torch.randint(0, 19, (n, h, w), generator=g)
+    )
     pred[pred == IGN] = 0
     return pred, target
 
@@ -199,13 +201,17 @@ def test_matches_cityscapesscripts(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     # GT label ids: the 19 train ids' label ids plus ignored ids (0 unlabeled, 4 static, 5 dynamic);
     # train id 16 ('train', label id 31) never occurs in GT or predictions -> NaN in both;
     # train id 14 ('truck') is only ever predicted -> IoU 0 in both.
-    gt_choices = np.array([int(i) for i in TRAIN_ID_TO_LABEL_ID if i not in (31, 27)] + [0, 4, 5], dtype=np.uint8)
+    gt_choices = np.array(
+        [int(i) for i in TRAIN_ID_TO_LABEL_ID if i not in (31, 27)] + [0, 4, 5], dtype=np.uint8
+    )
     metric = SegmentationMetric()
     preds, gts = [], []
     for k in range(3):
         gt = rng.choice(gt_choices, size=(64, 128)).astype(np.uint8)
         gt_train = LABEL_ID_TO_TRAIN_ID[gt]
-        pred_train = np.where(rng.random(gt.shape) < 0.7, gt_train, rng.integers(0, 19, gt.shape)).astype(np.uint8)
+        pred_train = np.where(rng.random(gt.shape) < 0.7, gt_train, rng.integers(0, 19, gt.shape)).astype(
+            np.uint8
+        )
         pred_train[pred_train == IGN] = rng.integers(0, 19, int((pred_train == IGN).sum()))
         pred_train[pred_train == 16] = 14
         pred_train[:2, :4] = 14
