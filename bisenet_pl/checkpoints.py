@@ -18,6 +18,7 @@ becomes one `CheckpointError` whose message names the file.
 
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 import tempfile
@@ -110,7 +111,9 @@ def _plain(value: Any, where: str) -> Any:
 # --------------------------------------------------------------------------------------------- save
 
 
-def save_checkpoint(model: Segmentor, path: str | os.PathLike[str], meta: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    model: Segmentor, path: str | os.PathLike[str], meta: dict[str, Any] | None = None
+) -> Path:
     """Write `model` in our self-describing format, atomically; returns the path written.
 
     The file is first written to a temporary file in the destination folder and then moved over
@@ -237,10 +240,15 @@ def _to_our_names(sd: dict[str, Any], renamed: dict[str, int]) -> dict[str, Any]
 def infer_model_config(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """Segmentor arguments read from tensor shapes (our key names); defaults where a key is absent.
 
-    Used for mmseg checkpoints and Lightning checkpoints without a stored config. `head_dropout` and
-    `align_corners` leave no trace in weights and keep their mmseg values (0.1, False).
+    Used for mmseg checkpoints and Lightning checkpoints without a stored config. Returns every
+    argument: `head_dropout` and `align_corners` leave no trace in weights and keep Segmentor's
+    (mmseg's) defaults, 0.1 and False.
     """
-    config: dict[str, Any] = {}
+    config: dict[str, Any] = {
+        name: list(p.default) if isinstance(p.default, tuple) else p.default
+        for name, p in inspect.signature(Segmentor.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
 
     def out_ch(key: str) -> int | None:
         t = state_dict.get(key)
@@ -298,7 +306,8 @@ def _check_against_model(path: Path, config: dict[str, Any], sd: Mapping[str, An
     bad_shape = [
         f"{k} (file {tuple(sd[k].shape)}, model {tuple(reference[k].shape)})"
         for k in reference
-        if k in sd and (not isinstance(sd[k], torch.Tensor) or tuple(sd[k].shape) != tuple(reference[k].shape))
+        if k in sd
+        and (not isinstance(sd[k], torch.Tensor) or tuple(sd[k].shape) != tuple(reference[k].shape))
     ]
     if not (missing or unexpected or bad_shape):
         return
@@ -369,7 +378,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointContents:
         source = FORMAT
         stored = obj
         sd = obj.get("state_dict")
-        skipped = [k for k in obj if k not in ("format", "format_version", "model_config", "state_dict", "meta")]
+        skipped = [
+            k for k in obj if k not in ("format", "format_version", "model_config", "state_dict", "meta")
+        ]
     elif isinstance(obj.get("state_dict"), Mapping) and (
         "pytorch-lightning_version" in obj
         or FORMAT in obj
@@ -378,7 +389,11 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointContents:
         source = "lightning"
         stored = obj.get(FORMAT) if isinstance(obj.get(FORMAT), Mapping) else None
         full = obj["state_dict"]
-        sd = {k[len(LIGHTNING_MODEL_PREFIX) :]: v for k, v in full.items() if k.startswith(LIGHTNING_MODEL_PREFIX)}
+        sd = {
+            k[len(LIGHTNING_MODEL_PREFIX) :]: v
+            for k, v in full.items()
+            if k.startswith(LIGHTNING_MODEL_PREFIX)
+        }
         if sd:
             renamed[f"'{LIGHTNING_MODEL_PREFIX}' removed"] = len(sd)
             others: dict[str, int] = {}
@@ -412,7 +427,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointContents:
         raise CheckpointError(f"{path}: its state dict has non-string keys")
 
     inferred = infer_model_config(sd)
-    if stored is not None and isinstance(stored.get("model_config"), Mapping):
+    if stored is not None and isinstance(stored.get("model_config"), Mapping) and stored["model_config"]:
         config = dict(stored["model_config"])
     elif source == FORMAT:
         raise CheckpointError(f"{path}: bisenet_pl checkpoint without a 'model_config' dict")

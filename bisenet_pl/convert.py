@@ -42,7 +42,7 @@ def _part(key: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bisenet_pl.convert",
-        description="Convert an mmsegmentation BiSeNetV2 checkpoint to a self-describing bisenet_pl checkpoint.",
+        description="Convert an mmsegmentation BiSeNetV2 checkpoint to a self-describing bisenet_pl one.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -87,7 +87,9 @@ class GELayer(nn.Module):
         if stride not in (1, 2):
             raise ValueError(f"GELayer stride must be 1 or 2, got {stride}")
         if stride == 1 and in_channels != out_channels:
-            raise ValueError("a stride-1 GELayer has an identity shortcut: in_channels must equal out_channels")
+            raise ValueError(
+                "a stride-1 GELayer has an identity shortcut: in_channels must equal out_channels"
+            )
         mid = in_channels * exp_ratio
         self.stride = stride
         self.conv1 = ConvBNAct(in_channels, in_channels, 3)

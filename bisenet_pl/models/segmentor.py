@@ -84,7 +84,12 @@ class Segmentor(nn.Module):
             for in_ch, ch in zip(semantic_channels, aux_channels, strict=True):
                 self.aux_heads.append(
                     FCNHead(
-                        in_ch, ch, num_convs=2, num_classes=num_classes, dropout=head_dropout, conv_seg_std=None
+                        in_ch,
+                        ch,
+                        num_convs=2,
+                        num_classes=num_classes,
+                        dropout=head_dropout,
+                        conv_seg_std=None,
                     )
                 )
         self.resize = Resize(align_corners=align_corners)
