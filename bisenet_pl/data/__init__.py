@@ -1,0 +1,29 @@
+"""Cityscapes data: the dataset, mmseg's augmentation pipelines, the DataModule and the synthetic set.
+
+Names are imported lazily so that `import bisenet_pl.data.cityscapes` (constants only) does not pull in
+Lightning or albumentations.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "CityscapesDataset": "bisenet_pl.data.cityscapes",
+    "colorize": "bisenet_pl.data.cityscapes",
+    "train_ids_to_label_ids": "bisenet_pl.data.cityscapes",
+    "build_train_transform": "bisenet_pl.data.transforms",
+    "build_test_transform": "bisenet_pl.data.transforms",
+    "CityscapesDataModule": "bisenet_pl.data.datamodule",
+    "make_synthetic_cityscapes": "bisenet_pl.data.synthetic",
+    "ensure_dataset": "bisenet_pl.data.synthetic",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'bisenet_pl.data' has no attribute {name!r}")

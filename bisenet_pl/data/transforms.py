@@ -37,8 +37,8 @@ __all__ = [
 def rescale_size(width: int, height: int, scale: Sequence[int]) -> tuple[int, int]:
     """mmcv's keep-ratio rule (SPEC §8): the largest size fitting the box `scale` (long, short edge).
 
-    factor = min(max(scale) / long_edge, min(scale) / short_edge); new (w, h) = (int(w·f + 0.5), int(h·f + 0.5)).
-    Returns (new_width, new_height).
+    factor f = min(max(scale) / long_edge, min(scale) / short_edge);
+    returns (new_width, new_height) = (int(w·f + 0.5), int(h·f + 0.5)).
     """
     factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
     return int(width * float(factor) + 0.5), int(height * float(factor) + 0.5)
@@ -69,7 +69,9 @@ class KeepRatioResize(A.DualTransform):
             return img
         return cv2.resize(img, new_size, interpolation=cv2.INTER_LINEAR)
 
-    def apply_to_mask(self, mask: np.ndarray, new_size: tuple[int, int] = (0, 0), **params: Any) -> np.ndarray:
+    def apply_to_mask(
+        self, mask: np.ndarray, new_size: tuple[int, int] = (0, 0), **params: Any
+    ) -> np.ndarray:
         if not self.resize_mask or (mask.shape[1], mask.shape[0]) == new_size:
             return mask
         return cv2.resize(mask, new_size, interpolation=cv2.INTER_NEAREST)
@@ -154,7 +156,9 @@ class CatMaxRandomCrop(A.DualTransform):
                 box = self._draw(height, width)
         return {"box": box}
 
-    def apply(self, img: np.ndarray, box: tuple[int, int, int, int] = (0, 0, 0, 0), **params: Any) -> np.ndarray:
+    def apply(
+        self, img: np.ndarray, box: tuple[int, int, int, int] = (0, 0, 0, 0), **params: Any
+    ) -> np.ndarray:
         y1, y2, x1, x2 = box
         return img[y1:y2, x1:x2]
 
@@ -169,7 +173,7 @@ class CatMaxRandomCrop(A.DualTransform):
 
 
 def _affine_lut(alpha: float, beta: float) -> np.ndarray:
-    """mmseg's `convert`: float32(x)·alpha + beta, clipped to [0, 255], truncated to uint8, as a 256-entry LUT.
+    """mmseg's `convert` (float32(x)·alpha + beta, clip to [0, 255], truncate to uint8) as a 256-entry LUT.
 
     A LUT gives exactly the same bytes as the per-pixel arithmetic (uint8 input has only 256 values) and is
     several times faster.

@@ -1,0 +1,274 @@
+"""`CityscapesDataModule`: loaders for training by iterations, sharded evaluation and prediction.
+
+Sampling is done here rather than by Lightning (the trainer runs with `use_distributed_sampler=False`)
+because mmseg's protocol needs two different rules (SPEC §8 sampler, ECOSYSTEM §A.11):
+- train: `DistributedSampler(shuffle=True, drop_last=True)`, like mmseg v0.x; Lightning calls `set_epoch`;
+- val/test: every image exactly once across ranks (no padding with repeated images), since the metric
+  sums confusion matrices over ranks and a repeated image would be counted twice.
+`batch_size` is per device (DESIGN.md): the global batch is world_size x batch_size.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from bisenet_pl.data.cityscapes import CLASSES, NUM_CLASSES, CityscapesDataset
+from bisenet_pl.data.synthetic import ensure_dataset
+from bisenet_pl.data.transforms import build_test_transform, build_train_transform
+from bisenet_pl.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+
+class RepeatDataset(Dataset):
+    """`dataset` seen `times` times in a row, so a tiny set still fills one batch per device and epoch."""
+
+    def __init__(self, dataset: Dataset, times: int) -> None:
+        self.dataset = dataset
+        self.times = int(times)
+
+    def __len__(self) -> int:
+        return len(self.dataset) * self.times  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[index % len(self.dataset)]  # type: ignore[arg-type]
+
+    def reseed(self, seed: int | Sequence[int]) -> None:
+        if hasattr(self.dataset, "reseed"):
+            self.dataset.reseed(seed)
+
+
+class ShardedSampler(Sampler[int]):
+    """Rank r of W gets indices r, r + W, r + 2W, ...: every index exactly once across ranks, no padding."""
+
+    def __init__(self, length: int, rank: int, world_size: int) -> None:
+        self.length, self.rank, self.world_size = int(length), int(rank), int(world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.length, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.world_size))
+
+
+def worker_init(worker_id: int, rank: int = 0) -> None:
+    """DataLoader worker setup: single-threaded OpenCV and a distinct augmentation stream per worker.
+
+    OpenCV would otherwise start a thread pool in every worker (ECOSYSTEM §6). albumentations 2.0.8 does
+    not reseed its generators in workers: forked workers inherit the parent's state and would draw the
+    same crops and flips. torch gives each worker `base_seed + worker_id`, with a new base seed every epoch
+    (drawn from torch's RNG, so `seed_everything` makes runs reproducible); the base seed is shared across
+    DDP ranks, hence the rank in the mix.
+    """
+    cv2.setNumThreads(0)
+    cv2.ocl.setUseOpenCL(False)
+    info = torch.utils.data.get_worker_info()
+    if info is not None and hasattr(info.dataset, "reseed"):
+        info.dataset.reseed([info.seed % (1 << 63), rank])
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _pair(value: Sequence[Any], name: str, kind: type = int) -> tuple[Any, Any]:
+    values = tuple(kind(v) for v in value)
+    if len(values) != 2:
+        raise DatasetError(f"data.{name} must have two values, got {list(value)}")
+    return values  # type: ignore[return-value]
+
+
+class CityscapesDataModule(L.LightningDataModule):
+    """Cityscapes (or the synthetic set in its layout) for training, validation, test and prediction.
+
+    `crop_size` is (h, w); `scale` and `test_scale` are mmseg's (long, short) boxes (SPEC §8, §9).
+    With `generate_if_missing`, `prepare_data()` writes the synthetic dataset into `root` when it holds none
+    (`synthetic` = options for `make_synthetic_cityscapes`). When `synthetic_root` is given, generation only
+    happens when `root` is that folder, so a mistyped path to real data fails instead of silently training
+    on fake data.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        batch_size: int = 4,
+        num_workers: int = 4,
+        crop_size: Sequence[int] = (1024, 1024),
+        scale: Sequence[int] = (2048, 1024),
+        ratio_range: Sequence[float] = (0.5, 2.0),
+        cat_max_ratio: float = 0.75,
+        test_scale: Sequence[int] = (2048, 1024),
+        photometric: bool = True,
+        flip_prob: float = 0.5,
+        generate_if_missing: bool = True,
+        synthetic: dict[str, Any] | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        seed: int = 0,
+        val_split: str = "val",
+        test_split: str = "val",
+        predict_split: str = "test",
+        synthetic_root: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.root = Path(str(root)).expanduser()
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        if self.batch_size < 1 or self.num_workers < 0:
+            raise DatasetError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
+        self.crop_size = _pair(crop_size, "crop_size")
+        self.scale = _pair(scale, "scale")
+        self.ratio_range = _pair(ratio_range, "ratio_range", float)
+        self.cat_max_ratio = float(cat_max_ratio)
+        self.test_scale = _pair(test_scale, "test_scale")
+        self.photometric = bool(photometric)
+        self.flip_prob = float(flip_prob)
+        self.generate_if_missing = bool(generate_if_missing)
+        self.synthetic = dict(synthetic or {})
+        self.synthetic_root = None if synthetic_root is None else Path(str(synthetic_root)).expanduser()
+        self.pin_memory = pin_memory
+        self.persistent_workers = bool(persistent_workers)
+        self.seed = int(seed)
+        self.val_split, self.test_split, self.predict_split = val_split, test_split, predict_split
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: CityscapesDataset | None = None
+        self.test_dataset: CityscapesDataset | None = None
+        self.predict_dataset: CityscapesDataset | None = None
+
+    # ---- metadata -----------------------------------------------------------------------------------
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return CLASSES
+
+    @property
+    def num_classes(self) -> int:
+        return NUM_CLASSES
+
+    # ---- data on disk ---------------------------------------------------------------------------------
+    def _may_generate(self) -> bool:
+        if not self.generate_if_missing:
+            return False
+        if self.synthetic_root is None:
+            return True
+        return self.root.resolve() == self.synthetic_root.resolve()
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic dataset into `root` if allowed and `root` holds none (one log line)."""
+        if self._may_generate():
+            ensure_dataset(self.root, **self.synthetic)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._may_generate():  # a no-op when present; covers callers that skip prepare_data()
+            ensure_dataset(self.root, **self.synthetic)
+        if stage in (None, "fit") and self.train_dataset is None:
+            train = CityscapesDataset(self.root, "train", transform=self._train_transform())
+            self.train_dataset = self._at_least_one_batch(train)
+        if stage in (None, "fit", "validate") and self.val_dataset is None:
+            self.val_dataset = CityscapesDataset(self.root, self.val_split, self._test_transform())
+        if stage in (None, "test") and self.test_dataset is None:
+            self.test_dataset = CityscapesDataset(self.root, self.test_split, self._test_transform())
+        if stage in (None, "predict") and self.predict_dataset is None:
+            self.predict_dataset = CityscapesDataset(
+                self.root, self.predict_split, self._test_transform(), with_labels=False
+            )
+
+    def _train_transform(self) -> Any:
+        rank, _ = _dist_info()
+        return build_train_transform(
+            scale=self.scale,
+            ratio_range=self.ratio_range,
+            crop_size=self.crop_size,
+            cat_max_ratio=self.cat_max_ratio,
+            flip_prob=self.flip_prob,
+            photometric=self.photometric,
+            seed=[self.seed, rank],  # main-process stream (num_workers=0); workers reseed in worker_init
+        )
+
+    def _test_transform(self) -> Any:
+        return build_test_transform(scale=self.test_scale)
+
+    def _at_least_one_batch(self, dataset: CityscapesDataset) -> Dataset:
+        _, world = _dist_info()
+        needed = self.batch_size * world
+        if len(dataset) >= needed:
+            return dataset
+        times = -(-needed // len(dataset))
+        log.info(
+            "Train split has %d images, fewer than one batch per device (%d x %d): repeating it %d times "
+            "per epoch.",
+            len(dataset),
+            world,
+            self.batch_size,
+            times,
+        )
+        return RepeatDataset(dataset, times)
+
+    # ---- loaders ------------------------------------------------------------------------------------
+    def _pin(self) -> bool:
+        if self.pin_memory is not None:
+            return bool(self.pin_memory)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.strategy.root_device.type == "cuda"
+        return torch.cuda.is_available()
+
+    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None, **kw: Any) -> DataLoader:
+        rank, _ = _dist_info()
+        workers = self.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=self._pin(),
+            persistent_workers=self.persistent_workers and workers > 0,
+            worker_init_fn=functools.partial(worker_init, rank=rank),
+            **kw,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            self.setup("fit")
+        assert self.train_dataset is not None
+        rank, world = _dist_info()
+        if world > 1:
+            sampler: Sampler = DistributedSampler(
+                self.train_dataset, world, rank, shuffle=True, seed=self.seed, drop_last=True
+            )
+            return self._loader(self.train_dataset, self.batch_size, sampler, drop_last=True)
+        return self._loader(self.train_dataset, self.batch_size, None, shuffle=True, drop_last=True)
+
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+        rank, world = _dist_info()
+        sampler = ShardedSampler(len(dataset), rank, world) if world > 1 else None  # type: ignore[arg-type]
+        return self._loader(dataset, 1, sampler, shuffle=False)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_dataset is None:
+            self.setup("validate")
+        assert self.val_dataset is not None
+        return self._eval_loader(self.val_dataset)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_dataset is None:
+            self.setup("test")
+        assert self.test_dataset is not None
+        return self._eval_loader(self.test_dataset)
+
+    def predict_dataloader(self) -> DataLoader:
+        if self.predict_dataset is None:
+            self.setup("predict")
+        assert self.predict_dataset is not None
+        return self._eval_loader(self.predict_dataset)
