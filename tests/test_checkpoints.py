@@ -29,6 +29,16 @@ if not KEYS_JSON.exists():
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on the shared 2-core CI box, 2 OpenMP threads per process oversubscribe
+    the cores and made these tests 3x slower. Restored afterwards for other test modules."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class NotWeights:
     """A custom class: pickling an instance stores a reference to code, which weights_only refuses."""
 
@@ -88,7 +98,7 @@ def assert_same_outputs(a: Segmentor, b: Segmentor) -> None:
 
 
 def run_convert(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "bisenet_pl.convert", *args],
         capture_output=True,

@@ -16,6 +16,17 @@ from bisenet_pl.models import BiSeNetV2, FCNHead, Segmentor
 from bisenet_pl.models.bisenetv2 import BGALayer, CEBlock, GELayer
 from bisenet_pl.models.complexity import count_macs, count_parameters
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on the shared 2-core CI box, 2 OpenMP threads per process oversubscribe
+    the cores and made these tests 3x slower. Restored afterwards for other test modules."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 KEYS_JSON = Path("/work/shared/mmseg_state_dict_keys.json")
 if not KEYS_JSON.exists():  # the repo copy, if the shared folder is not mounted
     KEYS_JSON = Path(__file__).resolve().parents[1] / "shared" / "mmseg_state_dict_keys.json"
@@ -507,3 +518,16 @@ def test_conv_seg_init_decode_normal_aux_pytorch_default(model: Segmentor) -> No
         assert b.abs().max() > 0  # PyTorch's default bias is uniform, not the 0 of Normal init
         assert abs(w.std().item() / (bound / math.sqrt(3)) - 1) < 0.25
         assert w.std().item() > 0.015  # clearly not Normal(0, 0.01)
+
+
+def test_sync_bn_heads_only(model: Segmentor) -> None:
+    import copy
+
+    m = copy.deepcopy(model)
+    keys = {k: v.shape for k, v in m.state_dict().items()}
+    assert m.sync_bn_heads() is m
+    heads = [m.decode_head, *m.aux_heads]
+    assert all(isinstance(c.bn, nn.SyncBatchNorm) for h in heads for c in h.convs)
+    backbone_bns = [x for x in m.backbone.modules() if isinstance(x, nn.modules.batchnorm._BatchNorm)]
+    assert len(backbone_bns) == 53 and not any(isinstance(x, nn.SyncBatchNorm) for x in backbone_bns)
+    assert {k: v.shape for k, v in m.state_dict().items()} == keys

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from bisenet_pl.models.layers import (
     ConvBNAct,
@@ -140,7 +141,7 @@ class CEBlock(nn.Module):
         and `conv_last.bn` are folded as usual. `gap.1` becomes an Identity.
         """
         bn = self.gap[1]
-        if not isinstance(bn, nn.BatchNorm2d):
+        if not isinstance(bn, _BatchNorm):  # already fused (SyncBatchNorm is a _BatchNorm too)
             return
         conv = self.conv_gap.conv
         scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.detach().double() + bn.eps)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
 def kaiming_init_(conv: nn.Conv2d) -> None:
@@ -29,7 +30,7 @@ def constant_init_bn_(bn: nn.BatchNorm2d) -> None:
     nn.init.zeros_(bn.bias)
 
 
-def fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+def fold_bn_into_conv(conv: nn.Conv2d, bn: _BatchNorm) -> nn.Conv2d:
     """Return a new conv (with bias) computing `bn(conv(x))` in eval mode.
 
     eval BN is per-channel `y = (x - mean) / sqrt(var + eps) * gamma + beta`, i.e. a scale `s` and a
@@ -38,7 +39,10 @@ def fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     unfused one in fp32.
     """
     w = conv.weight.detach().double()
-    b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
+    if conv.bias is not None:
+        b = conv.bias.detach().double()
+    else:
+        b = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
     scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.detach().double() + bn.eps)
     fused = nn.Conv2d(
         conv.in_channels,

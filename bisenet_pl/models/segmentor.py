@@ -111,6 +111,19 @@ class Segmentor(nn.Module):
             return logits, aux
         return self.resize(logits, x.shape[2:])
 
+    def sync_bn_heads(self) -> Segmentor:
+        """Convert the heads' BN to SyncBatchNorm, leaving the backbone's plain BN; returns self.
+
+        This is mmseg's actual setup (SPEC §10, §14.2): the config's SyncBN reaches only the heads,
+        the backbone's blocks build plain per-GPU BN. Lightning's `sync_batchnorm=True` would convert
+        the backbone too, so call this instead (multi-GPU DDP only: SyncBatchNorm needs CUDA there).
+        State-dict keys and values are unchanged.
+        """
+        self.decode_head = nn.SyncBatchNorm.convert_sync_batchnorm(self.decode_head)
+        for i, head in enumerate(self.aux_heads):
+            self.aux_heads[i] = nn.SyncBatchNorm.convert_sync_batchnorm(head)
+        return self
+
     @torch.no_grad()
     def fuse(self) -> Segmentor:
         """Fold every BatchNorm into the conv before it, in place; returns self, in eval mode.
