@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import bisenet_pl.resolvers  # noqa: F401  (registers the resolvers the configs use)
 from bisenet_pl.errors import BisenetError
 
 log = logging.getLogger(__name__)

@@ -83,8 +83,7 @@ class SegmentationModule(pl.LightningModule):
         if trainer.accelerator.__class__.__name__ != "CUDAAccelerator":
             log.info("sync_bn_heads: not on CUDA GPUs, heads keep per-process BN")
             return
-        self.model.decode_head = nn.SyncBatchNorm.convert_sync_batchnorm(self.model.decode_head)
-        self.model.aux_heads = nn.SyncBatchNorm.convert_sync_batchnorm(self.model.aux_heads)
+        self.model.sync_bn_heads()
         log.info("sync_bn_heads: decode and auxiliary heads use SyncBatchNorm; the backbone does not")
 
     # ------------------------------------------------------------------ train

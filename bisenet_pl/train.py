@@ -153,7 +153,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if _is_scalar(v)}
     if cfg.get("test_after_fit") and not trainer.interrupted:
         # The final weights (what the last checkpoint holds), as mmseg's table reports (SPEC §1, §A.7).
-        trainer.test(module, datamodule=datamodule, ckpt_path=None, weights_only=True)
+        trainer.test(module, datamodule=datamodule, ckpt_path=None, weights_only=True, verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if _is_scalar(v)})
     if trainer.is_global_zero:
         log.info("run folder: %s", run_dir)
