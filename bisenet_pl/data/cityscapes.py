@@ -1,4 +1,9 @@
-"""Cityscapes: class names, palette, label-id table and normalisation, defined once for the package."""
+"""Cityscapes: class names, palette, label tables and normalisation (defined once for the package), and
+the dataset that reads Cityscapes' own folder layout (SPEC §7).
+
+Files are paired when the dataset is built (cheap: names only) and decoded and checked when an item is
+loaded, so bad input fails with a `DatasetError` naming the file and the fix, not a traceback from cv2.
+"""
 
 from __future__ import annotations
 
@@ -137,8 +142,8 @@ _VALID_TRAIN_IDS = np.zeros(256, dtype=bool)
 _VALID_TRAIN_IDS[:NUM_CLASSES] = True
 _VALID_TRAIN_IDS[IGNORE_INDEX] = True
 
-_MEAN = np.asarray(MEAN, dtype=np.float64)
-_STD_INV = 1.0 / np.asarray(STD, dtype=np.float64)
+_MEAN = np.asarray(MEAN, dtype=np.float64).reshape(1, -1)  # (1, 3): cv2 reads it as a per-channel scalar
+_STD_INV = 1.0 / np.asarray(STD, dtype=np.float64).reshape(1, -1)
 
 log = logging.getLogger(__name__)
 
@@ -165,11 +170,14 @@ def train_ids_to_label_ids(train_id_map: np.ndarray) -> np.ndarray:
 def normalize_image(bgr: np.ndarray) -> np.ndarray:
     """BGR uint8 (H, W, 3) -> RGB float32, (x - mean) / std with mmseg's RGB statistics (SPEC §8).
 
-    Same arithmetic as mmcv's `imnormalize(to_rgb=True)`: subtract the mean and multiply by 1/std in
-    float64 constants, result float32.
+    The arithmetic of mmcv's `imnormalize(to_rgb=True)`, which the released checkpoints were trained
+    with: float32 image, cv2 subtract of the float64 mean, cv2 multiply by 1/std (also the fastest way).
     """
-    rgb = bgr[..., ::-1].astype(np.float32)
-    return ((rgb - _MEAN) * _STD_INV).astype(np.float32)
+    image = bgr.astype(np.float32)
+    cv2.cvtColor(image, cv2.COLOR_BGR2RGB, image)
+    cv2.subtract(image, _MEAN, image)
+    cv2.multiply(image, _STD_INV, image)
+    return image
 
 
 @dataclass(frozen=True)
@@ -275,7 +283,7 @@ def load_label(sample: Sample) -> np.ndarray:
             "remove it."
         )
     if sample.label_kind == "labelIds":
-        label = LABEL_ID_TO_TRAIN_ID[label]
+        label = cv2.LUT(label, LABEL_ID_TO_TRAIN_ID)  # = LABEL_ID_TO_TRAIN_ID[label], several times faster
     return label
 
 

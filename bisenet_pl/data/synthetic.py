@@ -898,7 +898,7 @@ def _render(objs: list[_Object], st: _Street, rng: np.random.Generator) -> dict[
     light *= 1.0 - rng.uniform(0.25, 0.45) * shadow
     photo *= light[..., None]
     photo += rng.uniform(2.0, 6.0) * rng.standard_normal(photo.shape).astype(np.float32)
-    photo = cv2.GaussianBlur(photo, (0, 0), 0.6 * max(1.0, height / 256))
+    photo = cv2.GaussianBlur(photo, (0, 0), 0.6 * max(1.0, height / 512))  # lens softness
     rgb = np.clip(np.rint(photo), 0, 255).astype(np.uint8)
 
     return {
