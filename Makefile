@@ -27,6 +27,7 @@ export WANDB_MODE               ?= offline
 help:
 	@echo "make demo        install, make the synthetic dataset, train + evaluate the demo model (CPU, minutes)"
 	@echo "make test        install, then run the test suite"
+	@echo "make test-fast   the tests without the Slurm cluster and the slow end-to-end runs"
 	@echo "make test-slurm  run the tests that need a local Slurm cluster (started and stopped by the test)"
 	@echo "make bench       speed benchmarks (results in experiments/)"
 	@echo "make lint        ruff"
@@ -56,6 +57,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slurm and not slow" tests
 
 test-slurm: install
 	$(PY) -m pytest -q -m slurm tests

@@ -110,6 +110,17 @@ def _precision_plugins(cfg: DictConfig) -> list[Any]:
     return [MixedPrecision("16-mixed", "cuda", scaler=StaticGradScaler(float(scale)))]
 
 
+def _cluster_plugins() -> list[Any]:
+    """Inside a submitit SLURM job, requeueing is submitit's (USR2, same job folder, `ckpt_path=last`):
+    Lightning's own USR1 auto-requeue is switched off so a job is never requeued twice (ECOSYSTEM §3.5).
+    A hand-written sbatch script keeps Lightning's requeue (docs/slurm.md)."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and SLURMEnvironment.detect():
+        return [SLURMEnvironment(auto_requeue=False)]
+    return []
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the final weights on val; returns the test (or last val) metrics."""
     import lightning.pytorch as pl
@@ -138,7 +149,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     callbacks.append(ResultsWriter(run_dir, info=info))
     loggers = instantiate_dict(cfg.get("logger"), "logger")
-    plugins = _precision_plugins(cfg)
+    plugins = _precision_plugins(cfg) + _cluster_plugins()
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins or None, _convert_="object"
     )
