@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import lightning.pytorch as pl
     import torch
     from hydra.utils import instantiate
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from bisenet_pl.callbacks import ResultsWriter
 
@@ -160,7 +162,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             if hasattr(lg, "log_hyperparams"):
                 lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     ckpt_path = cfg.get("ckpt_path")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        # Lightning stopped at a batch boundary and OnExceptionCheckpoint saved last-interrupted.ckpt.
+        if trainer.is_global_zero:
+            log.warning(
+                "SIGTERM: stopped at step %d, checkpoint saved in %s. Resume with:\n"
+                "  python -m bisenet_pl.train resume=%s",
+                trainer.global_step,
+                run_dir / "checkpoints",
+                run_dir,
+            )
+        raise SystemExit(128 + signal.SIGTERM) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if _is_scalar(v)}
     if cfg.get("test_after_fit") and not trainer.interrupted:
         # The final weights (what the last checkpoint holds), as mmseg's table reports (SPEC §1, §A.7).

@@ -7,3 +7,87 @@ import os
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+#: Overrides that shrink any experiment to seconds on a CPU, on the tiny dataset of `tiny_data`.
+TINY = [
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "data.crop_size=[64,64]",
+    "data.scale=[128,64]",
+    "data.test_scale=[128,64]",
+    "module.inference.crop_size=[64,64]",
+    "module.warmup_steps=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "logger=csv",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A 64x128 synthetic Cityscapes-layout set: 8 train, 3 val, 2 test images (seconds to make)."""
+    from bisenet_pl.data.synthetic import make_synthetic_cityscapes
+
+    root = tmp_path_factory.mktemp("tiny") / "cityscapes"
+    return make_synthetic_cityscapes(root, n_train=8, n_val=3, n_test=2, height=64, width=128, seed=0)
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for a CLI subprocess: one torch thread per process keeps 2 cores from thrashing."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "MASTER_PORT", "MASTER_ADDR")}
+    env.update({"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"})
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def run_cli(tmp_path) -> Callable[..., subprocess.CompletedProcess]:
+    """Run `python -m <module> <args>` in tmp_path (a user's shell), returning the completed process."""
+
+    def run(module: str, *args: str, timeout: float = 300, env: dict[str, str] | None = None, cwd=None):
+        return subprocess.run(
+            [sys.executable, "-m", module, *args],
+            cwd=cwd or tmp_path,
+            env=env or cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
+
+
+def tiny_train_args(data: Path, root_dir: Path, *extra: str) -> list[str]:
+    return [
+        "experiment=demo",
+        f"data.root={data}",
+        f"data.synthetic_root={data}",
+        f"paths.root_dir={root_dir}",
+        "trainer.precision=32-true",
+        *TINY,
+        *extra,
+    ]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Poll until `predicate()`; fail early with the process output if it died meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"process exited with {proc.returncode} before the condition:\n{out[-4000:]}")
+        time.sleep(0.2)
+    if proc is not None:
+        proc.send_signal(signal.SIGKILL)
+    raise AssertionError("timed out waiting")
