@@ -70,11 +70,16 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     net, meta = build_net(cfg.ckpt, cfg.backend, device)
     classes = list(meta["classes"])
     inference = InferenceConfig.from_mode(
-        cfg.mode, mean=tuple(meta["mean"]), std=tuple(meta["std"]), **OmegaConf.to_container(cfg.inference)
+        cfg.mode,
+        mean=tuple(meta["mean"]),
+        std=tuple(meta["std"]),
+        **{k: v for k, v in OmegaConf.to_container(cfg.inference).items() if v is not None},
     )
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
-    test_scale = (meta.get("test_scale") or (2048, 1024)) if cfg.test_scale == "checkpoint" else cfg.test_scale
+    test_scale = (
+        (meta.get("test_scale") or (2048, 1024)) if cfg.test_scale == "checkpoint" else cfg.test_scale
+    )
     dataset = CityscapesDataset(datamodule.root, cfg.split, transform=build_test_transform(tuple(test_scale)))
     if cfg.limit:
         dataset = Subset(dataset, range(min(int(cfg.limit), len(dataset))))
@@ -94,7 +99,9 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             pred = segment(net, image, tuple(label.shape[-2:]), inference).argmax(dim=1)
             metric.update(pred, label)
             if official_dir is not None:
-                written.append((write_label_id_png(pred[0], official_dir, batch["name"][0]), batch["image_path"][0]))
+                written.append(
+                    (write_label_id_png(pred[0], official_dir, batch["name"][0]), batch["image_path"][0])
+                )
             progress.advance(task)
     seconds = time.perf_counter() - start
     results = metric.compute()

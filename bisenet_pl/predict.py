@@ -34,7 +34,9 @@ def find_images(spec: str | Path) -> list[tuple[Path, Path]]:
     if spec_path.is_file():
         return [(spec_path, Path(spec_path.name))]
     if spec_path.is_dir():
-        files = sorted(p for p in spec_path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        files = sorted(
+            p for p in spec_path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        )
         return [(p, p.relative_to(spec_path)) for p in files]
     matches = sorted(Path(p) for p in glob.glob(str(spec), recursive=True) if Path(p).is_file())
     if not matches and not any(ch in str(spec) for ch in "*?["):
@@ -52,7 +54,11 @@ def output_stem(rel: Path) -> Path:
 
 
 def predict_images(
-    segmenter, images: Iterable[tuple[Path, Path]], out_dir: Path, outputs: Iterable[str], opacity: float = 0.5
+    segmenter,
+    images: Iterable[tuple[Path, Path]],
+    out_dir: Path,
+    outputs: Iterable[str],
+    opacity: float = 0.5,
 ) -> tuple[int, list[tuple[Path, str]]]:
     """Write the outputs for each image; returns (images written, [(failed image, reason)])."""
     import numpy as np
@@ -108,7 +114,7 @@ def main(cfg: DictConfig) -> None:
         mode=cfg.mode,
         fast=cfg.fast,
         test_scale=test_scale,
-        **OmegaConf.to_container(cfg.inference),
+        **{k: v for k, v in OmegaConf.to_container(cfg.inference).items() if v is not None},
     )
     images = find_images(cfg.input)
     if not images:

@@ -86,8 +86,30 @@ def wait_for(predicate: Callable[[], bool], timeout: float, proc: subprocess.Pop
             return
         if proc is not None and proc.poll() is not None:
             out = proc.stdout.read() if proc.stdout else ""
-            raise AssertionError(f"process exited with {proc.returncode} before the condition:\n{out[-4000:]}")
+            raise AssertionError(
+                f"process exited with {proc.returncode} before the condition:\n{out[-4000:]}"
+            )
         time.sleep(0.2)
     if proc is not None:
         proc.send_signal(signal.SIGKILL)
     raise AssertionError("timed out waiting")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_data, tmp_path_factory) -> Path:
+    """One short real training run on `tiny_data` (30 steps), shared by the evaluate/predict tests."""
+    root = tmp_path_factory.mktemp("trained")
+    run_dir = root / "run"
+    args = tiny_train_args(
+        tiny_data, root, "trainer.max_steps=30", "trainer.val_check_interval=30", f"hydra.run.dir={run_dir}"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "bisenet_pl.train", *args],
+        cwd=root,
+        env=cli_env(OMP_NUM_THREADS="2"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir

@@ -93,7 +93,10 @@ def test_static_grad_scaler_keeps_512_and_still_skips_inf_steps():
     scaler = StaticGradScaler(512.0, device="cpu")
     w = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.SGD([w], lr=1.0)
-    for grad, should_step in ((torch.tensor([1.0, 1.0, 1.0]), True), (torch.tensor([float("inf"), 0, 0]), False)):
+    for grad, should_step in (
+        (torch.tensor([1.0, 1.0, 1.0]), True),
+        (torch.tensor([float("inf"), 0, 0]), False),
+    ):
         before = w.detach().clone()
         opt.zero_grad()
         scaler.scale((w * grad).sum()).backward()
@@ -317,7 +320,9 @@ def test_checkpoint_holds_only_plain_hyperparameters(tiny_data):
     from bisenet_pl.models import Segmentor
     from bisenet_pl.module import SegmentationModule
 
-    module = SegmentationModule(Segmentor(), MultiHeadLoss(), inference={"mode": "whole"}, test_scale=[64, 32])
+    module = SegmentationModule(
+        Segmentor(), MultiHeadLoss(), inference={"mode": "whole"}, test_scale=[64, 32]
+    )
     hp = dict(module.hparams)
     assert "model" not in hp and "loss" not in hp
     assert os.environ.get("WANDB_MODE") == "offline"
