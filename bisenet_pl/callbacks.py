@@ -23,7 +23,9 @@ class ResultsWriter(pl.Callback):
     (ddp_spawn included, where the parent process never sees the module's attributes).
     """
 
-    def __init__(self, output_dir: str | Path, info: dict[str, Any] | None = None, filename: str = "results.json"):
+    def __init__(
+        self, output_dir: str | Path, info: dict[str, Any] | None = None, filename: str = "results.json"
+    ):
         super().__init__()
         self.output_dir = Path(output_dir)
         self.info = dict(info or {})
@@ -34,7 +36,7 @@ class ResultsWriter(pl.Callback):
         results = getattr(pl_module, "test_results", None)
         if results is None:
             return
-        names = list(getattr(pl_module, "class_names"))
+        names = list(pl_module.class_names)
         from rich.console import Console
 
         Console().print(format_results_table(results, names))
@@ -61,8 +63,27 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+class LastCheckpoint(pl.callbacks.ModelCheckpoint):
+    """`last.ckpt` only, on its own (shorter) interval beside the iteration checkpoints.
+
+    A separate class so that its state key differs from the iteration `ModelCheckpoint`'s even when both
+    use the same interval (Lightning refuses two checkpoint callbacks with one key). Lightning writes it
+    through a temporary file and a rename, so a kill mid-write never leaves a corrupt `last.ckpt`.
+    """
+
+    def __init__(self, dirpath: str | Path, every_n_train_steps: int = 1000) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            every_n_train_steps=every_n_train_steps,
+            save_top_k=0,
+            save_last=True,
+            auto_insert_metric_name=False,
+            save_on_train_epoch_end=False,
+        )
+
+
 class SpeedMonitor(pl.Callback):
-    """Training images/s (global) and, on GPU, the peak allocated memory in MB as mmseg's logger reports it."""
+    """Training images/s (global) and, on GPU, the peak allocated memory in MB, as mmseg's logger reports."""
 
     def __init__(self, log_every_n_steps: int | None = None) -> None:
         super().__init__()
@@ -70,7 +91,9 @@ class SpeedMonitor(pl.Callback):
         self._t0: float | None = None
         self._images = 0
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int):
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ):
         import time
 
         if self._t0 is None:
@@ -144,7 +167,7 @@ class WandbPredictions(pl.Callback):
             return
         import wandb
 
-        names = list(getattr(pl_module, "class_names"))
+        names = list(pl_module.class_names)
         class_labels = {i: n for i, n in enumerate(names)}
         class_labels[255] = "ignore"
         images = [

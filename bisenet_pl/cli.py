@@ -66,7 +66,9 @@ def instantiate_dict(node: Any, kind: str) -> list[Any]:
         if conf is None:
             continue
         if not isinstance(conf, DictConfig) or "_target_" not in conf:
-            raise BisenetError(f"`{kind}.{name}` has no `_target_`: every {kind} entry instantiates an object")
+            raise BisenetError(
+                f"`{kind}.{name}` has no `_target_`: every {kind} entry instantiates an object"
+            )
         log.debug("instantiating %s.%s -> %s", kind, name, conf._target_)
         objects.append(instantiate(conf))
     return objects

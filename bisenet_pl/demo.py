@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     run_dir = Path("outputs") / "demo" / stamp
     py = sys.executable
-    print("bisenet_pl demo: BiSeNetV2 (mmseg's recipe, shrunk) on the synthetic Cityscapes-layout dataset, CPU")
+    print(
+        "bisenet_pl demo: BiSeNetV2 (mmseg's recipe, shrunk) on the synthetic Cityscapes-layout dataset, CPU"
+    )
     t0 = time.perf_counter()
     _run([py, "-m", "bisenet_pl.train", "experiment=demo", f"hydra.run.dir={run_dir}", *extra])
     t_train = time.perf_counter() - t0
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> None:
         _run(
             [
                 py, "-m", "bisenet_pl.predict", f"ckpt={ckpt}", f"input={val_images[0]}",
-                f"output={run_dir / 'predictions'}", "outputs=[color,overlay]", f"hydra.run.dir={run_dir / 'predict'}",
+                f"output={run_dir / 'predictions'}", "outputs=[color,overlay]",
+                f"hydra.run.dir={run_dir / 'predict'}",
             ]
         )  # fmt: skip
     total = time.perf_counter() - t0

@@ -55,7 +55,6 @@ def build_net(ckpt: str | Path, backend: str, device) -> tuple[Any, dict[str, An
 
 
 def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    import torch
     from hydra.utils import instantiate
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

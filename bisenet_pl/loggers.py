@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import secrets
+import string
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,12 @@ log = logging.getLogger(__name__)
 
 #: The W&B run id is kept in the run folder so a resumed training continues the same W&B run.
 WANDB_ID_FILE = "wandb_run_id.txt"
+
+
+def new_run_id() -> str:
+    """An 8-character lowercase base-36 id, the shape W&B uses for its own run ids."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
 def wandb_has_credentials() -> bool:
@@ -35,6 +43,9 @@ def wandb_has_credentials() -> bool:
 def resolve_wandb_mode(mode: str | None = "auto") -> str:
     """`online`, `offline` or `disabled`; `auto` (the default) means online only with credentials."""
     env = os.environ.get("WANDB_MODE")
+    if env is not None and not env.strip():
+        os.environ.pop("WANDB_MODE")  # wandb itself refuses an empty WANDB_MODE
+        env = None
     if mode in (None, "auto") and env:
         mode = {"dryrun": "offline", "run": "online"}.get(env, env)
     if mode in (None, "auto"):
@@ -62,13 +73,12 @@ def build_wandb_logger(
     the same W&B run. `mode` goes to `wandb.init` directly rather than through `offline=True`, which would
     set `WANDB_MODE` for the whole process (ECOSYSTEM §4).
     """
-    import wandb
     from lightning.pytorch.loggers import WandbLogger
 
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     id_file = save_dir / WANDB_ID_FILE
-    run_id = resume_id or (id_file.read_text().strip() if id_file.is_file() else None) or wandb.util.generate_id()
+    run_id = resume_id or (id_file.read_text().strip() if id_file.is_file() else None) or new_run_id()
     try:
         id_file.write_text(run_id + "\n")
     except OSError:  # read-only run folder: resuming the W&B run is then up to the user

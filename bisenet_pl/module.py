@@ -103,7 +103,10 @@ class SegmentationModule(pl.LightningModule):
         # The LR this iteration used (the scheduler steps after the optimizer), as mmseg logs it.
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, batch_size=batch_size)
         self.log(
-            "train/global_batch", float(batch_size * self.trainer.world_size), on_step=True, batch_size=batch_size
+            "train/global_batch",
+            float(batch_size * self.trainer.world_size),
+            on_step=True,
+            batch_size=batch_size,
         )
         return losses["total"]
 

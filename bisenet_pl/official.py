@@ -21,7 +21,7 @@ IMAGE_SUFFIX = "_leftImg8bit.png"
 
 
 def gt_label_ids_path(image_path: str | Path) -> Path:
-    """`leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png` -> `gtFine/<split>/<city>/<stem>_gtFine_labelIds.png`."""
+    """`leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png` -> `gtFine/.../<stem>_gtFine_labelIds.png`."""
     image_path = Path(image_path)
     parts = list(image_path.parts)
     if "leftImg8bit" not in parts or not image_path.name.endswith(IMAGE_SUFFIX):
@@ -58,7 +58,9 @@ def official_miou(pairs: Sequence[tuple[Path, str | Path]], out_dir: Path) -> di
         with contextlib.redirect_stdout(log):
             result = ev.evaluateImgLists(preds, gts, ev.args)
     except SystemExit:
-        raise DatasetError(f"cityscapesscripts rejected the predictions: {log.getvalue().strip()[-500:]}") from None
+        raise DatasetError(
+            f"cityscapesscripts rejected the predictions: {log.getvalue().strip()[-500:]}"
+        ) from None
     scores = {name: (None if math.isnan(v) else 100.0 * v) for name, v in result["classScores"].items()}
     return {
         "mIoU": 100.0 * float(result["averageScoreClasses"]),

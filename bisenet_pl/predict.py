@@ -87,16 +87,18 @@ def predict_images(
                 continue
             mask = segmenter(rgb)
             stem = output_stem(rel)
-            pictures = {
-                "color": lambda: segmenter.colorize(mask),
-                "overlay": lambda: segmenter.overlay(rgb, mask, opacity),
-                "trainid": lambda: mask,
-                "labelid": lambda: train_ids_to_label_ids(mask),
-            }
             for kind in outputs:
+                if kind == "color":
+                    picture = segmenter.colorize(mask)
+                elif kind == "overlay":
+                    picture = segmenter.overlay(rgb, mask, opacity)
+                elif kind == "trainid":
+                    picture = mask
+                else:
+                    picture = train_ids_to_label_ids(mask)
                 target = out_dir / kind / stem.with_suffix(".png")
                 target.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(np.ascontiguousarray(pictures[kind]())).save(target)
+                Image.fromarray(np.ascontiguousarray(picture)).save(target)
             done += 1
             progress.advance(task)
     return done, failed

@@ -22,7 +22,7 @@ import torch
 from bisenet_pl.data.cityscapes import MEAN, PALETTE, STD
 from bisenet_pl.data.transforms import rescale_size
 from bisenet_pl.errors import DatasetError
-from bisenet_pl.inference import InferenceConfig, Net, segment
+from bisenet_pl.inference import InferenceConfig, Net, predict, segment
 from bisenet_pl.visualize import colorize_mask, overlay
 
 ImageLike = np.ndarray | str | Path
@@ -91,7 +91,10 @@ class Segmenter:
         else:
             self.model = load_model(checkpoint, device=self.device)
         num_classes = int(getattr(self.model, "config", {}).get("num_classes", len(PALETTE)))
-        self.meta: dict[str, Any] = {**default_meta(num_classes), **dict(getattr(self.model, "meta", {}) or {})}
+        self.meta: dict[str, Any] = {
+            **default_meta(num_classes),
+            **dict(getattr(self.model, "meta", {}) or {}),
+        }
         if test_scale == "checkpoint":
             test_scale = self.meta.get("test_scale") or (2048, 1024)
         self.test_scale = tuple(test_scale) if test_scale is not None else None
@@ -114,15 +117,26 @@ class Segmenter:
     def palette(self) -> list[list[int]]:
         return [list(c) for c in self.meta["palette"]]
 
-    def scores(self, image: ImageLike) -> torch.Tensor:
-        """Class scores (1, C, H, W) at the image's size: logits (one pass) or mean probabilities."""
+    def _prepare(self, image: ImageLike) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(the normalised, test-scale-resized batch on the device, the image's own (H, W))."""
         rgb = read_rgb(image) if isinstance(image, (str, Path)) else image
         x = preprocess(rgb, self.test_scale, self.meta["mean"], self.meta["std"]).to(self.device)
-        return segment(self.net, x, rgb.shape[:2], self.cfg)
+        return x, (int(rgb.shape[0]), int(rgb.shape[1]))
+
+    def scores(self, image: ImageLike) -> torch.Tensor:
+        """Class scores (1, C, H, W) at the image's size: logits (one pass) or mean probabilities."""
+        x, size = self._prepare(image)
+        return segment(self.net, x, size, self.cfg)
 
     def __call__(self, image: ImageLike) -> np.ndarray:
-        """The train-id map (H, W) uint8 of an RGB uint8 array or an image path."""
-        return self.scores(image).argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+        """The train-id map (H, W) uint8 of an RGB uint8 array or an image path.
+
+        Goes through `inference.predict`; with `fast=True` its exact cheap upsample + argmax is used
+        where it applies (one whole-image pass at the image's own size).
+        """
+        x, size = self._prepare(image)
+        labels = predict(self.net, x, size, self.cfg, fast_argmax=self.fast)
+        return labels[0].to(torch.uint8).cpu().numpy()
 
     def colorize(self, mask: np.ndarray) -> np.ndarray:
         """The official-palette RGB picture of a train-id map."""

@@ -47,8 +47,8 @@ def _load_resumed_config(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"resume={run_dir}: no such run folder")
     if not saved.is_file():
         raise ConfigError(
-            f"resume={run_dir}: {saved.name} is missing, so this is not a bisenet_pl run folder. To resume by "
-            f"hand, repeat the original overrides and add `hydra.run.dir={run_dir} ckpt_path=last`."
+            f"resume={run_dir}: {saved.name} is missing, so this is not a bisenet_pl run folder. To resume "
+            f"by hand, repeat the original overrides and add `hydra.run.dir={run_dir} ckpt_path=last`."
         )
     old = OmegaConf.load(saved)
     with open_dict(old):
@@ -82,8 +82,8 @@ def _strategy_for_multirun(cfg: DictConfig) -> None:
                 cfg.trainer.strategy = "ddp_spawn"
             elif strategy not in ("ddp_spawn", "ddp_fork", "ddp_notebook"):
                 raise ConfigError(
-                    f"trainer.strategy={strategy} inside a multirun with several devices: use ddp_spawn locally "
-                    "or hydra/launcher=slurm"
+                    f"trainer.strategy={strategy} inside a multirun with several devices: use ddp_spawn "
+                    "locally or hydra/launcher=slurm"
                 )
         elif "DDPStrategy" in str(strategy.get("_target_", "")):
             cfg.trainer.strategy.start_method = "spawn"
