@@ -139,6 +139,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     torch.set_float32_matmul_precision("high")
 
     datamodule = instantiate(cfg.data)
+    # Check the data before building anything heavy: a wrong path fails in a second, not after the model.
+    datamodule.prepare_data()
+    datamodule.setup("fit")
     model = instantiate(cfg.model)
     loss = instantiate(cfg.loss)
     module = instantiate(cfg.module, model=model, loss=loss, _convert_="object")
