@@ -122,6 +122,16 @@ def _cluster_plugins() -> list[Any]:
     return []
 
 
+def _requeued_checkpoint(run_dir: Path) -> str | None:
+    """A SLURM job that was requeued (timeout, preemption) continues from its folder's last checkpoint
+    even when the command line did not say `ckpt_path=last`; elsewhere a run never resumes by surprise."""
+    requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+    if requeued and any((run_dir / "checkpoints").glob("last*.ckpt")):
+        log.info("requeued SLURM job: resuming from the last checkpoint in %s", run_dir / "checkpoints")
+        return "last"
+    return None
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the final weights on val; returns the test (or last val) metrics."""
     import lightning.pytorch as pl
@@ -164,7 +174,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         for lg in trainer.loggers:
             if hasattr(lg, "log_hyperparams"):
                 lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    ckpt_path = cfg.get("ckpt_path")
+    ckpt_path = cfg.get("ckpt_path") or _requeued_checkpoint(run_dir)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
