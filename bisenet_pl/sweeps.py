@@ -112,3 +112,25 @@ class SweepSummary(Callback):
         csv_path, md_path = write_summary(sweep_dir, rows)
         print_summary(rows, f"sweep {sweep_dir}")
         log.info("sweep summary: %s, %s", csv_path, md_path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m bisenet_pl.sweeps SWEEP_DIR`: (re)make the summary of a sweep folder, e.g. one whose
+    launching process was killed before the sweep ended (its jobs still wrote their folders)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bisenet_pl.sweeps", description=main.__doc__)
+    parser.add_argument("sweep_dir", type=Path, help="outputs/train/multiruns/<date>_<time>_<us>")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        parser.error(f"{args.sweep_dir}: no such folder")
+    rows = collect(args.sweep_dir)
+    if not rows:
+        parser.error(f"{args.sweep_dir}: no job folders (0/, 1/, ...) in it")
+    csv_path, md_path = write_summary(args.sweep_dir, rows)
+    print_summary(rows, f"sweep {args.sweep_dir}")
+    print(f"written: {csv_path}, {md_path}")
+
+
+if __name__ == "__main__":
+    main()
