@@ -47,7 +47,9 @@ class InferenceConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in ("whole", "slide"):
-            raise ValueError(f"inference mode must be 'whole' or 'slide' (msflip = scales + flip), got {self.mode!r}")
+            raise ValueError(
+                f"inference mode must be 'whole' or 'slide' (msflip = scales + flip), got {self.mode!r}"
+            )
         self.crop_size = tuple(int(v) for v in self.crop_size)  # type: ignore[assignment]
         self.stride = tuple(int(v) for v in self.stride)  # type: ignore[assignment]
         self.scales = tuple(float(s) for s in self.scales)
@@ -62,7 +64,7 @@ class InferenceConfig:
     def from_mode(cls, mode: str, **overrides) -> InferenceConfig:
         """`whole`, `slide` or `msflip` (mmseg's 6 ratios x flip, whole-image passes), plus overrides.
 
-        `msflip` combined with sliding windows is `InferenceConfig(mode="slide", scales=MS_SCALES, flip=True)`.
+        `msflip` with sliding windows: `InferenceConfig(mode="slide", scales=MS_SCALES, flip=True)`.
         """
         if mode == "msflip":
             overrides.setdefault("scales", MS_SCALES)
@@ -98,8 +100,10 @@ def resize_normalised(
     out = []
     for img in raw.permute(0, 2, 3, 1).numpy():
         resized = cv2.resize(np.ascontiguousarray(img), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-        # The dataset's arithmetic (mmcv imnormalize): float64 constants, float32 result.
-        out.append(torch.from_numpy(((resized.astype(np.float32) - mean64) * inv_std64).astype(np.float32)))
+        # The dataset's own arithmetic (mmcv imnormalize with cv2), so a resized pass sees the same floats
+        # the test pipeline would have produced at that size.
+        norm = cv2.subtract(resized.astype(np.float32), mean64)
+        out.append(torch.from_numpy(cv2.multiply(norm, inv_std64)))
     return torch.stack(out).permute(0, 3, 1, 2).contiguous().to(image.device, image.dtype)
 
 
@@ -171,8 +175,34 @@ def segment(
     return total.div_(passes)
 
 
+@torch.no_grad()
 def predict(
-    net: Net, image: torch.Tensor, ori_size: tuple[int, int] | None = None, cfg: InferenceConfig | None = None
+    net: Net,
+    image: torch.Tensor,
+    ori_size: tuple[int, int] | None = None,
+    cfg: InferenceConfig | None = None,
+    fast_argmax: bool = False,
 ) -> torch.Tensor:
-    """Train-id map (N,h,w) int64: the argmax of `segment`."""
+    """Train-id map (N,h,w) int64: the argmax of `segment`.
+
+    `fast_argmax=True` (opt-in, same labels): when the upsample + argmax is a single bilinear resize of
+    the 1/8 logits, i.e. one `whole` pass with the image already at `ori_size` and a `net` that exposes
+    `forward_logits` (a `Segmentor` or a `bisenet_pl.fast.FastNet`), the labels come from
+    `bisenet_pl.fast.upsample_argmax`, which interpolates only at class boundaries. It equals
+    `segment(...).argmax(1)` up to exact ties. Any other case (slide, multi-scale/flip, a resized image,
+    an ONNX net) takes the full path.
+    """
+    cfg = cfg or InferenceConfig()
+    size = tuple(ori_size) if ori_size is not None else tuple(image.shape[-2:])
+    forward_logits = getattr(net, "forward_logits", None)
+    if (
+        fast_argmax
+        and callable(forward_logits)
+        and cfg.mode == "whole"
+        and not cfg.is_multi_pass
+        and size == tuple(image.shape[-2:])
+    ):
+        from bisenet_pl.fast import upsample_argmax
+
+        return upsample_argmax(forward_logits(image), size, bool(getattr(net, "align_corners", False)))
     return segment(net, image, ori_size, cfg).argmax(dim=1)
