@@ -36,6 +36,8 @@ class SegmentationModule(pl.LightningModule):
         inference: `InferenceConfig` fields for validation and test (whole image by default).
         class_names: names for the per-class metrics; Cityscapes' 19 by default.
         test_scale: the data's keep-ratio test resize, stored in checkpoints so `Segmenter` reuses it.
+        channels_last: NHWC memory format for the network and its inputs: the same arithmetic, faster
+            convolutions on recent CPUs (oneDNN) and on tensor-core GPUs under AMP; off as in mmseg.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class SegmentationModule(pl.LightningModule):
         inference: dict[str, Any] | None = None,
         class_names: Sequence[str] | None = None,
         test_scale: Sequence[int] | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -87,11 +90,20 @@ class SegmentationModule(pl.LightningModule):
         log.info("sync_bn_heads: decode and auxiliary heads use SyncBatchNorm; the backbone does not")
 
     # ------------------------------------------------------------------ train
+    def on_fit_start(self) -> None:
+        if self.hparams.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def _input(self, image: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            return image.contiguous(memory_format=torch.channels_last)
+        return image
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model(image)
+        return self.model(self._input(image))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        image, label = batch["image"], batch["label"]
+        image, label = self._input(batch["image"]), batch["label"]
         decode, aux = self.model(image)
         losses = self.loss_fn([decode, *aux], label)
         batch_size = image.shape[0]
@@ -139,7 +151,7 @@ class SegmentationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ eval
     def _evaluate(self, batch: dict[str, Any], metric: SegmentationMetric) -> dict[str, torch.Tensor]:
-        image, label = batch["image"], batch["label"]
+        image, label = self._input(batch["image"]), batch["label"]
         pred = segment(self.model, image, tuple(label.shape[-2:]), self.inference_cfg).argmax(dim=1)
         metric.update(pred, label)
         return {"pred": pred}
