@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
 from bisenet_pl.metrics import format_results_table, results_to_jsonable
@@ -63,12 +64,29 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written with `atomic_torch_save`: temp file beside the target, fsync, rename.
+
+    Every checkpoint of a run (`last.ckpt`, iteration and SIGTERM checkpoints) goes through it, so a
+    run killed while saving always resumes from a whole file.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        from bisenet_pl.checkpoints import atomic_torch_save
+
+        atomic_torch_save(checkpoint, path)
+
+
 class LastCheckpoint(pl.callbacks.ModelCheckpoint):
     """`last.ckpt` only, on its own (shorter) interval beside the iteration checkpoints.
 
     A separate class so that its state key differs from the iteration `ModelCheckpoint`'s even when both
-    use the same interval (Lightning refuses two checkpoint callbacks with one key). Lightning writes it
-    through a temporary file and a rename, so a kill mid-write never leaves a corrupt `last.ckpt`.
+    use the same interval (Lightning refuses two checkpoint callbacks with one key). `train.py` writes
+    every checkpoint through `AtomicCheckpointIO`, so a kill mid-write never leaves a corrupt one.
     """
 
     def __init__(self, dirpath: str | Path, every_n_train_steps: int = 1000) -> None:

@@ -132,6 +132,19 @@ def _requeued_checkpoint(run_dir: Path) -> str | None:
     return None
 
 
+def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any]):
+    """The Trainer of `cfg.trainer`, writing checkpoints atomically, with mmseg's static fp16 loss scale
+    when asked for and submitit's (not Lightning's) SLURM requeue inside submitit jobs."""
+    from hydra.utils import instantiate
+
+    from bisenet_pl.callbacks import AtomicCheckpointIO
+
+    plugins = [AtomicCheckpointIO(), *_precision_plugins(cfg), *_cluster_plugins()]
+    return instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins, _convert_="object"
+    )
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the final weights on val; returns the test (or last val) metrics."""
     import lightning.pytorch as pl
@@ -164,10 +177,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     callbacks.append(ResultsWriter(run_dir, info=info))
     loggers = instantiate_dict(cfg.get("logger"), "logger")
-    plugins = _precision_plugins(cfg) + _cluster_plugins()
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins or None, _convert_="object"
-    )
+    trainer = build_trainer(cfg, callbacks, loggers)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / RUN_CONFIG)

@@ -335,3 +335,31 @@ def test_checkpoint_holds_only_plain_hyperparameters(tiny_data):
         return v is None or isinstance(v, (int, float, str, bool))
 
     assert plain(hp), hp
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    """A save that dies halfway (a signal, a full disk) leaves the previous checkpoint whole and no
+    stray temporary file: every Lightning checkpoint goes through AtomicCheckpointIO."""
+    from bisenet_pl.callbacks import AtomicCheckpointIO
+
+    ckpt_io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt_io.save_checkpoint({"global_step": 1, "w": torch.ones(1000)}, path)
+    real_save = torch.save
+
+    def dying_save(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt  # as if a signal arrived mid-write
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt_io.save_checkpoint({"global_step": 2}, path)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert torch.load(path, weights_only=True)["global_step"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+    # the trainer that train.py builds writes through it
+    from bisenet_pl.train import build_trainer
+
+    cfg = composed("experiment=demo", "trainer.precision=32-true", f"paths.output_dir={tmp_path}")
+    trainer = build_trainer(cfg, [], [])
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
