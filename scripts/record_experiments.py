@@ -49,6 +49,7 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         command = f"python -m bisenet_pl.train experiment={row}"
+        loss = "OHEM thresh 0.7 / min_kept 10000 on all 5 heads" if cfg.loss.ohem_thresh else "CE on all 5 heads"
         lr_table = "\n".join(f"| {t} | {ours:.6f} | {ref:.6f} |" for t, ours, ref in lr_rows)
         (folder / "README.md").write_text(
             f"""# Row `{row}`: mmseg `{mmseg_name}`
@@ -64,7 +65,7 @@ Command: `{command}` (add `data.root=/path/to/cityscapes`; `trainer.devices` x `
 ## What is checked by construction (recorded {date.today()}, {platform.processor() or platform.machine()},
 torch {torch.__version__})
 
-- Recipe: loss `{cfg.loss.ohem_thresh and "OHEM thresh 0.7 / min_kept 10000 on all 5 heads" or "CE on all 5 heads"}`,
+- Recipe: loss `{loss}`,
   precision `{cfg.trainer.precision}`{", static loss scale 512" if cfg.get("amp_loss_scale") else ""},
   SGD lr {cfg.module.lr} momentum {cfg.module.momentum} wd {cfg.module.weight_decay}, warm-up
   {cfg.module.warmup_steps} from x{cfg.module.warmup_ratio}, poly {cfg.module.power} to {cfg.module.min_lr},
