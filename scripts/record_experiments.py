@@ -49,7 +49,8 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         command = f"python -m bisenet_pl.train experiment={row}"
-        loss = "OHEM thresh 0.7 / min_kept 10000 on all 5 heads" if cfg.loss.ohem_thresh else "CE on all 5 heads"
+        ohem = "OHEM thresh 0.7 / min_kept 10000 on all 5 heads"
+        loss = ohem if cfg.loss.ohem_thresh else "CE on all 5 heads"
         lr_table = "\n".join(f"| {t} | {ours:.6f} | {ref:.6f} |" for t, ours, ref in lr_rows)
         (folder / "README.md").write_text(
             f"""# Row `{row}`: mmseg `{mmseg_name}`
