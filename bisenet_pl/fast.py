@@ -1,32 +1,34 @@
-"""Faster inference with the same answers: fused BN, channels_last, bf16/fp16, torch.compile, and an exact
-cheap upsample + argmax.
+"""Faster inference with the same answers: fused BN, channels_last, bf16/fp16, ONNX Runtime, torch.compile,
+and an exact cheap upsample + argmax.
 
-Why each piece (measured on this project's 2-core AMD EPYC CPU, torch 2.13.0+cpu, 1x3x1024x2048;
-`make bench` has the current numbers):
+Why each piece (full predict path at 1x3x1024x2048 on this project's 2-core AMD EPYC CPU, torch
+2.13.0+cpu, as a fraction of the plain fp32 eager model's ~2.0 s; `make bench` has the current numbers):
 
-- `Segmentor.fuse()` folds every BN into its conv: ~10 % less backbone time, logits within ~1e-6.
-- channels_last (NHWC) lets oneDNN run its native blocked convolutions without reordering every
-  activation: ~1.4x on the network alone, fp32, same logits to ~1e-6.
-- bf16 autocast on a CPU with native bf16 instructions (avx512_bf16 / AMX): another ~2x. It changes the
-  logits by ~1e-2, so it is only used when the argmax agrees with fp32 eager on >= 99.9 % of pixels
-  (see `fastest_net`). The classifier (`conv_seg`, 1x1, 0.6 % of the MACs) stays in fp32, so the
-  logits are not rounded to bf16's 8-bit mantissa at the very end. fp16 autocast is the CUDA
-  counterpart (PyTorch CPUs have no fast fp16 convolutions).
-- `upsample_argmax`: mmseg's predict path upsamples 19 x 1/8 logit maps to full size and takes the
-  argmax there; at 1024x2048 that is ~0.3 s of ~2 s on this CPU. Bilinear output is a convex
-  combination of (at most) 4 low-resolution neighbours, so wherever those neighbours share one argmax
-  class, the full-resolution argmax is that class. Only the pixels whose neighbourhood disagrees
-  (object boundaries: a few % of the image for a trained model) need the interpolation, which is then
-  done for them alone. The labels equal the full path's, up to exact ties between two classes (and
-  differences in the last float bit of near-ties).
+- `Segmentor.fuse()` folds every BN into its conv: 0.90x, logits within ~1e-5.
+- channels_last (NHWC) lets oneDNN run its blocked convolutions without reordering activations, and
+  makes the final argmax read each pixel's 19 scores contiguously: 0.61x with fusing, same logits.
+- bf16 autocast on a CPU with native bf16 instructions (avx512_bf16 / AMX): 0.36x. It moves the logits
+  by ~1e-1, so it is used only when the argmax keeps >= 99.9 % agreement with fp32 eager (`fastest_net`
+  checks the given model). The classifier (`conv_seg`, 0.6 % of the MACs) stays fp32. bf16 on the
+  heavy convolutions only (`scope="heavy"`, 91 % of the MACs) gives 0.41x and flips half as many
+  pixels. fp16 autocast is the CUDA counterpart (PyTorch has no fast fp16 CPU convolutions).
+- ONNX Runtime (`OrtNet`, fp32): 0.52x; its convolutions beat oneDNN's fp32 ones here by ~15 %.
+- `upsample_argmax`: mmseg upsamples 19 logit maps from 1/8 to full size and takes the argmax over 19
+  planes of 2 M pixels (~0.25-0.3 s here). Bilinear output is a convex combination of (at most) 4
+  low-resolution neighbours, so wherever those neighbours share one argmax class, the full-resolution
+  argmax is that class; only the pixels of boundary cells need the interpolation. The labels equal the
+  full path's, up to exact ties (and last-bit differences at near-ties).
 - `torch.compile` (inductor) is optional: a cold compile costs tens of seconds (ECOSYSTEM §8h) and it
-  gains little over oneDNN's channels_last convolutions on CPU, so it is never picked automatically.
+  gained ~3 % over the channels_last eager model here, so it is never picked automatically.
 
 `FastNet` wraps a `Segmentor` with any combination of these and is a drop-in `net` for
 `bisenet_pl.inference` (`forward` returns fp32 logits at the input size; `forward_logits` the 1/8 logits,
 which `inference.predict(..., fast_argmax=True)` uses). `fastest_net(model, device)` picks the fastest
-combination that this machine supports and that keeps the guarantees; `Segmenter(path, fast=True)` and
+path that this machine supports and that keeps the guarantees; `Segmenter(path, fast=True)` and
 `python -m bisenet_pl.predict fast=true` use it.
+
+fp32 cannot reach 0.5x on this CPU: 98.85 GMACs in ~1 s is ~200 GFLOP/s, the machine's fp32 ceiling
+(ECOSYSTEM §8i); only bf16 can, within the agreement guarantee that the self-check enforces.
 """
 
 from __future__ import annotations
@@ -91,15 +93,40 @@ def _cached_indices(
     return _source_indices(out_size, in_size, align_corners, torch.device(device))
 
 
+#: Above this share of boundary cells, `upsample_argmax` interpolates densely (channels_last) instead of
+#: pixel by pixel. Measured at 1024x2048 on this project's 2-core CPU, quiet: the sparse path costs
+#: 41 / 62 / 79 / 126 ms at 6 / 10 / 13 / 19 % boundary cells, the dense one ~122 ms, mmseg's NCHW
+#: upsample + argmax ~245 ms. Under load the sparse path's many small ops suffer more, hence 15 %.
+SPARSE_MAX_FRACTION = 0.15
+
+
+def _uniform_cells(lab: torch.Tensor) -> torch.Tensor:
+    """(N, h, w) bool: the cell (r, q) = {r, min(r+1, h-1)} x {q, min(q+1, w-1)} holds one class only.
+
+    A cell holds the bilinear neighbours of every output pixel whose top-left source is (r, q)
+    (zero-weight neighbours included, which is only conservative).
+    """
+    down = torch.cat([lab[:, 1:], lab[:, -1:]], dim=1)
+    right = torch.cat([lab[:, :, 1:], lab[:, :, -1:]], dim=2)
+    diag = torch.cat([down[:, :, 1:], down[:, :, -1:]], dim=2)
+    return (lab == down) & (lab == right) & (lab == diag)
+
+
 @torch.no_grad()
 def upsample_argmax(
-    logits: torch.Tensor, size: tuple[int, int] | torch.Size, align_corners: bool = False
+    logits: torch.Tensor,
+    size: tuple[int, int] | torch.Size,
+    align_corners: bool = False,
+    sparse_max_fraction: float = SPARSE_MAX_FRACTION,
 ) -> torch.Tensor:
     """`F.interpolate(logits, size, mode="bilinear", align_corners=...).argmax(1)`, computed cheaply.
 
     Args:
         logits: (N, C, h, w) low-resolution scores (any float dtype; interpolated in float32).
         size: the output (H, W).
+        sparse_max_fraction: up to this share of boundary cells, interpolate only at boundary pixels;
+            above it, densely in channels_last (the argmax then reads each pixel's C scores
+            contiguously: ~3x cheaper than mmseg's NCHW argmax over 19 planes of 2 M pixels).
     Returns:
         (N, H, W) int64 labels, equal to the full path's except where two classes tie exactly (or to
         the last float bit) at a pixel.
@@ -107,9 +134,9 @@ def upsample_argmax(
     Why it is exact: each output pixel is `sum_k w_k * logits[:, n_k]` over its 2x2 source neighbours
     n_k with weights w_k >= 0 summing to 1. If every n_k has argmax class c, then for every class j,
     `out_c - out_j = sum_k w_k (l_c(n_k) - l_j(n_k)) >= 0`. So the output's argmax is c, and only pixels
-    whose 2x2 neighbourhood holds two or more classes need the interpolation. The low-res "cells" (a
-    pixel and its right, lower and lower-right neighbours) are tested once; the per-pixel work is two
-    index gathers of the cell map plus the interpolation at the boundary pixels.
+    whose 2x2 neighbourhood holds two or more classes need the interpolation. The low-res cells are
+    tested once; each output pixel then costs an index lookup, and a boundary pixel four gathers of
+    C scores and three lerps.
     """
     if logits.dim() != 4:
         raise ValueError(f"expected (N, C, h, w) logits, got shape {tuple(logits.shape)}")
@@ -119,12 +146,11 @@ def upsample_argmax(
     lab = low.argmax(1)  # (n, h, w)
     if (h, w) == (H, W):
         return lab
-    # A cell (r, q) is the 2x2 block {r, min(r+1, h-1)} x {q, min(q+1, w-1)}: the neighbours of every
-    # output pixel whose (i0, j0) is (r, q) (zero-weight neighbours included, which is only conservative).
-    down = torch.cat([lab[:, 1:], lab[:, -1:]], dim=1)
-    right = torch.cat([lab[:, :, 1:], lab[:, :, -1:]], dim=2)
-    diag = torch.cat([down[:, :, 1:], down[:, :, -1:]], dim=2)
-    uniform = (lab == down) & (lab == right) & (lab == diag)
+    uniform = _uniform_cells(lab)
+    boundary = 1.0 - float(uniform.float().mean())
+    if logits.device.type != "cpu" or boundary > sparse_max_fraction:
+        dense = low.contiguous(memory_format=torch.channels_last)
+        return F.interpolate(dense, size=(H, W), mode="bilinear", align_corners=align_corners).argmax(1)
     small = torch.int16 if c < 2**15 - 1 else torch.int64
     cell = torch.where(uniform, lab, -1).to(small)
     dev = str(logits.device)
@@ -133,24 +159,21 @@ def upsample_argmax(
     out = cell.index_select(1, y0).index_select(2, x0)  # (n, H, W): the class, or -1 on boundaries
     nb, ib, jb = (out < 0).nonzero(as_tuple=True)
     if nb.numel():
-        lowp = low.permute(0, 2, 3, 1)  # (n, h, w, c): one gather per neighbour fetches all classes
-        r0, r1, q0, q1 = y0[ib], y1[ib], x0[jb], x1[jb]
-        wy, wx = ly[ib].unsqueeze(1), lx[jb].unsqueeze(1)
-        top = lowp[nb, r0, q0] * (1 - wx) + lowp[nb, r0, q1] * wx
-        bottom = lowp[nb, r1, q0] * (1 - wx) + lowp[nb, r1, q1] * wx
-        out[nb, ib, jb] = (top * (1 - wy) + bottom * wy).argmax(1).to(small)
+        flat = low.permute(0, 2, 3, 1).reshape(n * h * w, c)  # one row of C scores per source pixel
+        row0 = nb * (h * w) + y0[ib] * w
+        row1 = nb * (h * w) + y1[ib] * w
+        q0, q1 = x0[jb], x1[jb]
+        wx = lx[jb].unsqueeze(1)
+        top = torch.lerp(flat.index_select(0, row0 + q0), flat.index_select(0, row0 + q1), wx)
+        bottom = torch.lerp(flat.index_select(0, row1 + q0), flat.index_select(0, row1 + q1), wx)
+        out[nb, ib, jb] = torch.lerp(top, bottom, ly[ib].unsqueeze(1)).argmax(1).to(small)
     return out.long()
 
 
 def boundary_fraction(logits: torch.Tensor) -> float:
     """Share of low-res cells whose 2x2 neighbourhood holds more than one class (what `upsample_argmax`
-    interpolates). A diagnostic for benchmarks: high for a random-init model, a few % for a trained one."""
-    lab = logits.argmax(1)
-    down = torch.cat([lab[:, 1:], lab[:, -1:]], dim=1)
-    right = torch.cat([lab[:, :, 1:], lab[:, :, -1:]], dim=2)
-    diag = torch.cat([down[:, :, 1:], down[:, :, -1:]], dim=2)
-    uniform = (lab == down) & (lab == right) & (lab == diag)
-    return float(1.0 - uniform.float().mean())
+    interpolates). A diagnostic for benchmarks: ~1 for random logits, ~0.1-0.2 for the demo model."""
+    return 1.0 - float(_uniform_cells(logits.argmax(1)).float().mean())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -336,7 +359,7 @@ class OrtNet:
     The graph ends at the 1/8 logits so that `upsample_argmax` still applies; `forward` adds the bilinear
     upsample in torch, matching `Segmentor.forward`. The model is exported in memory (no file) with the
     TorchScript exporter, which takes about a second; torch.export's exporter (`python -m
-    bisenet_pl.export`, for deployment files) takes tens of seconds, too slow for a constructor.
+    bisenet_pl.export`, for deployment files) takes 5-10 s, too slow for a constructor.
     """
 
     name = "fused + onnxruntime fp32"
@@ -480,11 +503,19 @@ def check_size_for(model: nn.Module) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def agreement(reference: nn.Module, candidate: nn.Module | OrtNet, images: list[torch.Tensor]) -> float:
-    """Share of pixels where `candidate`'s full-resolution argmax equals `reference`'s."""
+def agreement(
+    reference: nn.Module | None,
+    candidate: nn.Module | OrtNet,
+    images: list[torch.Tensor],
+    reference_labels: list[torch.Tensor] | None = None,
+) -> float:
+    """Share of pixels where `candidate`'s full-resolution argmax equals `reference`'s (or the given
+    `reference_labels`, one per image, to compare several candidates against one reference pass)."""
+    if reference_labels is None:
+        assert reference is not None
+        reference_labels = [reference(x).argmax(1) for x in images]
     same = total = 0
-    for x in images:
-        a = reference(x).argmax(1)
+    for x, a in zip(images, reference_labels, strict=True):
         b = candidate(x).argmax(1)
         same += int((a == b).sum())
         total += a.numel()
@@ -539,6 +570,7 @@ def fastest_net(
     device = torch.device(device)
     model = model.to(device).eval()
     images: list[torch.Tensor] | None = None
+    reference_labels: list[torch.Tensor] = []
     for precision in supported_precisions(device):
         if precision == "fp32":
             break
@@ -551,7 +583,9 @@ def fastest_net(
                 size = tuple(check_size) if check_size else check_size_for(model)
                 n = min(8, max(2, round(2 * CHECK_MAX_PIXELS / (size[0] * size[1]))))
                 images = _check_images(device, size, n)  # type: ignore[arg-type]
-            agree = agreement(model, candidate, images)
+                with torch.no_grad():
+                    reference_labels = [model(x).argmax(1) for x in images]
+            agree = agreement(model, candidate, images, reference_labels=reference_labels)
             if agree >= min_agreement:
                 log.info(
                     "fast path %s: argmax agreement %.3f %% with fp32 eager", candidate.name, 100 * agree
@@ -583,6 +617,7 @@ __all__ = [
     "CHECK_AGREEMENT",
     "MIN_AGREEMENT",
     "PRECISIONS",
+    "SPARSE_MAX_FRACTION",
     "FP32_TOLERANCE",
     "FastNet",
     "FastOptions",

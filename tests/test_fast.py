@@ -25,11 +25,13 @@ from bisenet_pl.fast import (
     FP32_TOLERANCE,
     HEAVY_MODULES,
     MIN_AGREEMENT,
+    SPARSE_MAX_FRACTION,
     FastNet,
     FastOptions,
     OrtNet,
     _Autocast,
     agreement,
+    boundary_fraction,
     check_size_for,
     cpu_has_native_bf16,
     fastest_net,
@@ -84,6 +86,9 @@ def val_images(tmp_path_factory) -> list[torch.Tensor]:
     return [dataset[i]["image"].unsqueeze(0) for i in range(len(dataset))]
 
 
+SPARSE, DENSE = 1.0, -1.0  # `sparse_max_fraction` forcing one strategy of upsample_argmax
+
+
 def _near_tie(scores: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Pixels whose two best classes are within `eps`: there argmax may differ by float rounding alone."""
     top2 = scores.topk(2, dim=1).values
@@ -113,11 +118,12 @@ def _assert_same_labels(fast: torch.Tensor, scores: torch.Tensor) -> None:
         ((1, 19, 7, 7), (7, 7), False),  # same size: the argmax itself
     ],
 )
-def test_upsample_argmax_equals_full_path_on_random_logits(low, size, align_corners) -> None:
+@pytest.mark.parametrize("strategy", [SPARSE, DENSE])
+def test_upsample_argmax_equals_full_path_on_random_logits(low, size, align_corners, strategy) -> None:
     g = torch.Generator().manual_seed(sum(low) + sum(size))
     logits = torch.randn(*low, generator=g)
     full = F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)
-    out = upsample_argmax(logits, size, align_corners)
+    out = upsample_argmax(logits, size, align_corners, sparse_max_fraction=strategy)
     assert out.shape == (low[0], *size) and out.dtype == torch.int64
     _assert_same_labels(out, full)
 
@@ -147,12 +153,13 @@ def _adversarial_logits() -> dict[str, torch.Tensor]:
     return {"near": near, "blocks": blocks, "checker": checker, "flat": flat, "huge": huge}
 
 
+@pytest.mark.parametrize("strategy", [SPARSE, DENSE])
 @pytest.mark.parametrize("case", ["near", "blocks", "checker", "flat", "huge"])
-def test_upsample_argmax_equals_full_path_on_adversarial_logits(case: str) -> None:
+def test_upsample_argmax_equals_full_path_on_adversarial_logits(case: str, strategy: float) -> None:
     logits = _adversarial_logits()[case]
     size = (logits.shape[2] * 8, logits.shape[3] * 8)
     full = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-    out = upsample_argmax(logits, size)
+    out = upsample_argmax(logits, size, sparse_max_fraction=strategy)
     _assert_same_labels(out, full)
     if case == "flat":
         assert (out == 11).all()
@@ -163,7 +170,9 @@ def test_upsample_argmax_equals_full_path_on_model_outputs(model, val_images) ->
         with torch.no_grad():
             scores = model(x)  # the plain predict path's upsampled logits
             low = model.forward_logits(x)
-        _assert_same_labels(upsample_argmax(low, x.shape[-2:]), scores)
+        assert 0.01 < boundary_fraction(low) < 0.9  # both kinds of cells occur
+        for strategy in (SPARSE, DENSE, SPARSE_MAX_FRACTION):
+            _assert_same_labels(upsample_argmax(low, x.shape[-2:], sparse_max_fraction=strategy), scores)
 
 
 def test_predict_fast_argmax_gives_the_same_labels_and_uses_the_low_res_logits(model, val_images) -> None:
@@ -344,9 +353,10 @@ def test_fastest_net_takes_bf16_only_when_the_self_check_passes(model, monkeypat
     # what the check measures decides: here the full-bf16 candidate fails and the heavy one passes
     import bisenet_pl.fast as fast
 
-    monkeypatch.setattr(
-        fast, "agreement", lambda ref, cand, imgs: 0.99 if cand.options.scope == "all" else 1.0
-    )
+    def scripted_check(ref, cand, imgs, **kwargs) -> float:
+        return 0.99 if cand.options.scope == "all" else 1.0
+
+    monkeypatch.setattr(fast, "agreement", scripted_check)
     net, name = fastest_net(model, "cpu", check_size=(128, 256))
     assert name == "fused + channels_last + bf16 (heavy convs)"
 
