@@ -84,9 +84,12 @@ def test_bad_checkpoint_is_one_readable_message(run_cli, tiny_data, tmp_path):
     bogus = tmp_path / "model.ckpt"
     bogus.write_bytes(b"\x89PNG\r\n\x1a\n not a checkpoint")
     for ckpt in (tmp_path / "missing.ckpt", bogus):
-        proc = run_cli("bisenet_pl.evaluate", *_eval_args(ckpt, tiny_data, tmp_path / "e"))
+        # no hydra.run.dir: the default run folder under outputs/evaluate/runs/ of the launch folder
+        args = [a for a in _eval_args(ckpt, tiny_data, tmp_path) if not a.startswith("hydra.run.dir")]
+        proc = run_cli("bisenet_pl.evaluate", *args)
         assert proc.returncode == 2
         assert str(ckpt.name) in proc.stderr and "Traceback" not in proc.stderr
+    assert len(list((tmp_path / "outputs" / "evaluate" / "runs").iterdir())) == 2
 
 
 def test_unlabelled_split_points_to_predict(run_cli, trained_run, tiny_data, tmp_path):

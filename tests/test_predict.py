@@ -89,5 +89,5 @@ def test_predict_accepts_a_glob_and_a_single_file(run_cli, trained_run, tiny_dat
 
 def test_predict_rejects_an_unknown_output_kind(run_cli, trained_run, tiny_data, tmp_path):
     proc = run_cli("bisenet_pl.predict", f"ckpt={trained_run / 'checkpoints' / 'last.ckpt'}",
-                   f"input={tiny_data}", "outputs=[colour]", f"hydra.run.dir={tmp_path / 'r'}")  # fmt: skip
+                   f"input={tiny_data}", "outputs=[colour]")  # fmt: skip
     assert proc.returncode == 2 and "colour" in proc.stderr and "Traceback" not in proc.stderr
