@@ -34,7 +34,7 @@ def test_each_table_row_is_mmseg_recipe(row):
     assert cfg.trainer.val_check_interval == 16000 and cfg.trainer.check_val_every_n_epoch is None
     assert cfg.callbacks.iter_checkpoint.every_n_train_steps == 16000
     assert cfg.callbacks.iter_checkpoint.save_top_k == -1
-    assert cfg.callbacks.last_checkpoint.save_last is True
+    assert cfg.callbacks.last_checkpoint._target_ == "bisenet_pl.callbacks.LastCheckpoint"
     assert cfg.trainer.log_every_n_steps == 50
     # SGD 0.05 / 0.9 / 5e-4, warm-up 1000 from x0.1, poly 0.9 to 1e-4, the v0.x formula
     m = cfg.module
