@@ -193,6 +193,26 @@ def _providers(device: torch.device | str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def session_options(threads: int | None = None):
+    """ONNX Runtime options shared by `OnnxNet` and the fast path's in-memory session.
+
+    Intra-op threads default to torch's current count, so ORT and torch timings on a shared machine use
+    the same cores. No spin-waiting after a run: spinning ORT threads would steal the cores from the torch
+    ops that follow (upsample, argmax) and from anything else in the process (measured: 2-10x slowdowns
+    of interleaved torch calls on 2 cores); the cost is microseconds of wake-up per run.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads or torch.get_num_threads())
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
 class OnnxNet:
     """An exported model in ONNX Runtime, callable like a Segmentor in eval mode: torch (N,3,H,W) ->
     torch logits (N,C,H,W) at the input size, on the input's device.
@@ -219,16 +239,7 @@ class OnnxNet:
             raise ExportError(
                 "backend=onnxruntime needs onnxruntime: pip install 'bisenet_pl[export]'"
             ) from None
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads or torch.get_num_threads())
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        # No spin-waiting after a run: spinning ORT threads would steal the cores from the torch ops that
-        # follow (upsample, argmax) and from anything else in the process (measured: 2-10x slowdowns of
-        # interleaved torch calls on 2 cores); the cost is microseconds of wake-up per run.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        options = session_options(threads)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=_providers(device))
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types

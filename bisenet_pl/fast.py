@@ -389,16 +389,9 @@ class OrtNet:
                 opset_version=17,
                 dynamo=False,
             )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads or torch.get_num_threads())
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        # No spin-waiting after a run: spinning ORT threads would steal the cores from the torch ops that
-        # follow (upsample, argmax) and from anything else in the process (measured: 2-10x slowdowns of
-        # interleaved torch calls on 2 cores); the cost is microseconds of wake-up per run.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        from bisenet_pl.export import session_options
+
+        options = session_options(threads)
         self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
         self.align_corners = bool(getattr(model, "align_corners", False))
         self.num_classes = int(getattr(model, "num_classes", 19))

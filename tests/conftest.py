@@ -113,3 +113,33 @@ def trained_run(tiny_data, tmp_path_factory) -> Path:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a test module whose work is many small tensor ops: two OpenMP threads on
+    a busy 2-core box oversubscribe the cores (3x slower seen). Restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def randomize_bn(model, seed: int = 1) -> None:
+    """Give every BN non-trivial statistics and affine terms, and the classifier logits of order 1, so
+    that fused/fast paths are compared on a model that behaves like a trained one, not on near-ties."""
+    import torch
+    from torch import nn
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                n = mod.num_features
+                mod.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+                mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                mod.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                mod.bias.copy_(torch.rand(n, generator=g) - 0.5)
+        model.decode_head.conv_seg.weight.normal_(0, 0.1, generator=g)

@@ -24,12 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "bisenet_pl" / "conf" / "benchmark.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(**overrides):

@@ -28,12 +28,7 @@ from bisenet_pl.models import Segmentor
 SHAPES = ((1, 3, 64, 128), (2, 3, 72, 100))  # two sizes; the second is batch 2 and not a multiple of 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

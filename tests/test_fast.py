@@ -18,6 +18,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import randomize_bn
 from torch import nn
 
 from bisenet_pl.fast import (
@@ -46,29 +47,14 @@ needs_bf16 = pytest.mark.skipif(not cpu_has_native_bf16(), reason="CPU without n
 needs_ort = pytest.mark.skipif(not onnxruntime_available(), reason="onnxruntime not installed")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: two per process oversubscribe the shared 2-core box (see test_fuse.py)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def model() -> Segmentor:
     torch.manual_seed(0)
     m = Segmentor(aux_heads=False)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                n = mod.num_features
-                mod.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                mod.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                mod.bias.copy_(torch.rand(n, generator=g) - 0.5)
-        m.decode_head.conv_seg.weight.normal_(0, 0.1, generator=g)
+    randomize_bn(m, seed=1)
     m.meta = {"test_scale": [512, 256]}  # as a demo checkpoint says: fastest_net checks at 256x512
     return m.eval()
 

@@ -6,19 +6,12 @@ import copy
 
 import pytest
 import torch
+from conftest import randomize_bn
 from torch import nn
 
 from bisenet_pl.models import Segmentor
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on the shared 2-core CI box, 2 OpenMP threads per process oversubscribe
-    the cores and made these tests 3x slower. Restored afterwards for other test modules."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -26,16 +19,7 @@ def trained_like() -> Segmentor:
     """A small-class model with non-trivial BN statistics and logits of order 1."""
     torch.manual_seed(0)
     m = Segmentor()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                n = mod.num_features
-                mod.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                mod.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                mod.bias.copy_(torch.rand(n, generator=g) - 0.5)
-        m.decode_head.conv_seg.weight.normal_(0, 0.1, generator=g)
+    randomize_bn(m, seed=1)
     # then a few train-mode forwards move the running stats like real training does
     m.train()
     with torch.no_grad():

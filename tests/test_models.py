@@ -16,15 +16,7 @@ from bisenet_pl.models import BiSeNetV2, FCNHead, Segmentor
 from bisenet_pl.models.bisenetv2 import BGALayer, CEBlock, GELayer
 from bisenet_pl.models.complexity import count_macs, count_parameters
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on the shared 2-core CI box, 2 OpenMP threads per process oversubscribe
-    the cores and made these tests 3x slower. Restored afterwards for other test modules."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 KEYS_JSON = Path("/work/shared/mmseg_state_dict_keys.json")
