@@ -143,6 +143,12 @@ def save_checkpoint(
     return path
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     """`torch.save` that never leaves a partial file at `path`.
 
@@ -160,6 +166,9 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes 0600 files; a checkpoint gets the usual permissions (0666 minus the umask), so
+        # collaborators on a shared cluster filesystem can read it as they could any other file.
+        os.chmod(tmp_name, 0o666 & ~_current_umask())
         os.replace(tmp_name, path)
         tmp_name = None
     finally:
