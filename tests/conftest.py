@@ -127,9 +127,10 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
-def randomize_bn(model, seed: int = 1) -> None:
-    """Give every BN non-trivial statistics and affine terms, and the classifier logits of order 1, so
-    that fused/fast paths are compared on a model that behaves like a trained one, not on near-ties."""
+def randomize_bn(model, seed: int = 1, classifier_std: float | None = 0.1) -> None:
+    """Give every BN non-trivial statistics and affine terms (so BN mistakes change outputs) and, with
+    `classifier_std`, the decode classifier logits of order 1, so fused/fast paths are compared on a model
+    that behaves like a trained one, not on near-ties."""
     import torch
     from torch import nn
 
@@ -142,4 +143,5 @@ def randomize_bn(model, seed: int = 1) -> None:
                 mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
                 mod.weight.copy_(torch.rand(n, generator=g) + 0.5)
                 mod.bias.copy_(torch.rand(n, generator=g) - 0.5)
-        model.decode_head.conv_seg.weight.normal_(0, 0.1, generator=g)
+        if classifier_std is not None:
+            model.decode_head.conv_seg.weight.normal_(0, classifier_std, generator=g)

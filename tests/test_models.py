@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import randomize_bn
 from torch import nn
 
 from bisenet_pl.models import BiSeNetV2, FCNHead, Segmentor
@@ -36,15 +37,7 @@ def mmseg_keys() -> list[dict]:
 
 def randomise_bn(module: nn.Module, seed: int = 0) -> None:
     """Non-trivial BN statistics and affine parameters, so BN mistakes change outputs."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=g) - 0.5)
+    randomize_bn(module, seed=seed, classifier_std=None)
 
 
 # ----------------------------------------------------------------------------------------- shapes
