@@ -8,20 +8,12 @@ import cv2
 import numpy as np
 import torch
 
-from bisenet_pl.data.cityscapes import IGNORE_INDEX, MEAN, PALETTE, STD
-
-
-def palette_lut(palette: Sequence[Sequence[int]] = PALETTE) -> np.ndarray:
-    """A 256x3 lookup table: train id -> RGB; 255 (ignore) and unknown ids are black."""
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)
-    lut[IGNORE_INDEX] = 0
-    return lut
+from bisenet_pl.data.cityscapes import IGNORE_INDEX, MEAN, PALETTE, STD, colorize
 
 
 def colorize_mask(mask: np.ndarray, palette: Sequence[Sequence[int]] = PALETTE) -> np.ndarray:
-    """(H,W) train ids -> (H,W,3) RGB uint8 in the official Cityscapes colours."""
-    return palette_lut(palette)[np.asarray(mask, dtype=np.uint8)]
+    """(H,W) train ids -> (H,W,3) RGB uint8 in `palette` (official Cityscapes colours by default)."""
+    return colorize(mask, palette)
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, opacity: float = 0.5, palette=PALETTE) -> np.ndarray:

@@ -148,12 +148,20 @@ _STD_INV = 1.0 / np.asarray(STD, dtype=np.float64).reshape(1, -1)
 log = logging.getLogger(__name__)
 
 
-def colorize(train_id_map: np.ndarray) -> np.ndarray:
-    """A trainId map (H, W) as an RGB uint8 image (H, W, 3) in the official palette; 255 is black."""
+def colorize(train_id_map: np.ndarray, palette: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """A trainId map (H, W) as an RGB uint8 image (H, W, 3); 255 and unknown ids are black.
+
+    `palette` (one RGB per class, e.g. a checkpoint's meta) defaults to the official Cityscapes colours.
+    """
     ids = np.asarray(train_id_map)
     if ids.dtype != np.uint8:
         ids = np.where((ids >= 0) & (ids < 256), ids, IGNORE_INDEX).astype(np.uint8)
-    return _PALETTE_LUT[ids]
+    lut = _PALETTE_LUT
+    if palette is not None:
+        lut = np.zeros((256, 3), dtype=np.uint8)
+        lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)
+        lut[IGNORE_INDEX] = 0
+    return lut[ids]
 
 
 def train_ids_to_label_ids(train_id_map: np.ndarray) -> np.ndarray:
