@@ -22,11 +22,13 @@ export WANDB_SILENT             := true
 # No W&B account in the demo/tests: keep runs on disk (`wandb sync` uploads them later).
 export WANDB_MODE               ?= offline
 
-.PHONY: install demo test test-fast test-slurm bench lint format clean help
+.PHONY: install demo test test-fast test-slurm bench lint format clean help parity-env test-parity
 
 help:
 	@echo "make demo        install, make the synthetic dataset, train + evaluate the demo model (CPU, minutes)"
 	@echo "make test        install, then run the test suite"
+	@echo "make test-parity the parity suite: mmsegmentation run beside us (makes the reference venv once)"
+	@echo "make parity-env  the reference venv for the parity suite ($(PARITY_VENV), reused)"
 	@echo "make test-fast   the tests without the Slurm cluster and the slow end-to-end runs"
 	@echo "make test-slurm  run the tests that need a local Slurm cluster (started and stopped by the test)"
 	@echo "make bench       speed benchmarks (results in experiments/)"
@@ -55,8 +57,35 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PY) -m bisenet_pl.demo
 
-test: install
+test: install parity-env
 	$(PY) -m pytest -q tests
+
+# The parity suite's reference (tests/parity): mmsegmentation in its own throw-away venv, never in
+# .venv, made once and reused (reinstalled only when its requirement list changes). CPU torch first,
+# so pip never pulls a CUDA build; override PARITY_TORCH_INDEX where no local CPU wheel exists, e.g.
+#   make parity-env PARITY_TORCH_INDEX='--index-url https://download.pytorch.org/whl/cpu'
+PARITY_VENV        ?= .parity-venv
+PARITY_REQS        := tests/parity/requirements.txt
+PARITY_STAMP       := $(PARITY_VENV)/.installed
+PARITY_TORCH_SPEC  ?= $(TORCH_CPU_SPEC)
+PARITY_TORCH_INDEX ?=
+export BISENET_PARITY_VENV := $(abspath $(PARITY_VENV))
+
+parity-env: $(PARITY_STAMP)
+
+$(PARITY_STAMP): $(PARITY_REQS)
+	@test -x $(PARITY_VENV)/bin/python || $(PYTHON) -m venv $(PARITY_VENV)
+	@echo "[parity-env] $(PARITY_TORCH_SPEC) (CPU), then $(PARITY_REQS), into $(PARITY_VENV)"
+	@$(PARITY_VENV)/bin/python -m pip install $(PIP_QUIET) $(PARITY_TORCH_INDEX) "$(PARITY_TORCH_SPEC)" 2>&1 \
+		| grep -v "is ignored: it is neither" || true
+	@$(PARITY_VENV)/bin/python -m pip install $(PIP_QUIET) -r $(PARITY_REQS) 2>&1 \
+		| grep -v "is ignored: it is neither" || true
+	@$(PARITY_VENV)/bin/python tests/parity/reference/_bootstrap.py 2>/dev/null \
+		|| { echo "[parity-env] mmsegmentation does not import in $(PARITY_VENV)"; exit 1; }
+	@touch $(PARITY_STAMP)
+
+test-parity: install parity-env
+	$(PY) -m pytest -q tests/parity
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slurm and not slow" tests
