@@ -48,35 +48,35 @@ _WHERE: dict[str, tuple[str, ...]] = {
     ),
     "MultiHeadLoss": (
         "bisenet_pl.training.losses",
-        "bisenet_pl.losses",
+        "bisenet_pl.training.losses",
     ),
     "ohem_weights": (
         "bisenet_pl.training.losses",
-        "bisenet_pl.losses",
+        "bisenet_pl.training.losses",
     ),
     "SegmentationModule": (
         "bisenet_pl.training.module",
-        "bisenet_pl.module",
+        "bisenet_pl.training.module",
     ),
     "warmup_poly_lr": (
         "bisenet_pl.training.schedules",
-        "bisenet_pl.schedules",
+        "bisenet_pl.training.schedules",
     ),
     "InferenceConfig": (
         "bisenet_pl.inference.modes",
-        "bisenet_pl.inference",
+        "bisenet_pl.inference.modes",
     ),
     "segment": (
         "bisenet_pl.inference.modes",
-        "bisenet_pl.inference",
+        "bisenet_pl.inference.modes",
     ),
     "MS_SCALES": (
         "bisenet_pl.inference.modes",
-        "bisenet_pl.inference",
+        "bisenet_pl.inference.modes",
     ),
     "SegmentationMetric": (
         "bisenet_pl.evaluation.metrics",
-        "bisenet_pl.metrics",
+        "bisenet_pl.evaluation.metrics",
     ),
     "build_train_transform": ("bisenet_pl.data.transforms",),
     "build_test_transform": ("bisenet_pl.data.transforms",),
