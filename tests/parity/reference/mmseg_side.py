@@ -264,12 +264,88 @@ def cmd_checkpoint(out: Path, args) -> None:
     )
 
 
+# -------------------------------------------------------------------------------------------------- tta
+def _random_eval_model(seed: int, cfg=None):
+    torch.manual_seed(seed)
+    model = B.build_model(cfg)
+    randomize_bn(model, seed + 1)
+    with torch.no_grad():
+        model.decode_head.conv_seg.weight.mul_(30.0)
+    return model.eval()
+
+
+def cmd_tta(out: Path, args) -> None:
+    """The Cityscapes config's ms+flip (tta_pipeline + SegTTAModel) and mmseg's slide inference."""
+    from mmcv.transforms import Compose
+    from mmengine.dataset import pseudo_collate
+
+    extra = args.extra
+    cfg = B.load_config()
+    model = _random_eval_model(args.seed, cfg)
+    torch.save(model.state_dict(), out / "mmseg_state_dict.pth")
+    sample = {
+        "img_path": extra["image"],
+        "seg_map_path": extra["label"],
+        "reduce_zero_label": False,
+        "seg_fields": [],
+    }
+
+    tta_pipeline = Compose(cfg.tta_pipeline)
+    tta_model = B.MODELS.build(B.ConfigDict(type="SegTTAModel", module=model))
+    captured = []
+    merge = tta_model.merge_preds
+
+    def capture(data_samples_list):
+        captured.extend(data_samples_list)
+        return merge(data_samples_list)
+
+    tta_model.merge_preds = capture
+    with torch.no_grad():
+        merged = tta_model.test_step(pseudo_collate([tta_pipeline(dict(sample))]))
+    (augs,) = captured  # one image: its list of augmented predictions
+    probs = torch.stack([a.seg_logits.data.softmax(0) for a in augs]).mean(0)
+    passes = [
+        {"scale": [float(v) for v in a.scale_factor], "flip": bool(a.flip), "img_shape": list(a.img_shape)}
+        for a in augs
+    ]
+
+    slide_cfg = B.load_config()
+    slide_cfg.model.test_cfg = dict(
+        mode="slide", crop_size=tuple(extra["crop"]), stride=tuple(extra["stride"])
+    )
+    slide_model = B.build_model(slide_cfg, init=False)
+    slide_model.load_state_dict(model.state_dict())
+    slide_model.eval()
+    h, w = extra["size"]
+    test_pipeline = Compose(
+        [
+            dict(type="LoadImageFromFile"),
+            dict(type="Resize", scale=(w, h), keep_ratio=True),  # the config's test resize, a no-op here
+            dict(type="LoadAnnotations"),
+            dict(type="PackSegInputs"),
+        ]
+    )
+    with torch.no_grad():
+        (slide,) = slide_model.test_step(pseudo_collate([test_pipeline(dict(sample))]))
+    torch.save(
+        {
+            "msflip_probs": probs,
+            "msflip_pred": merged[0].pred_sem_seg.data[0],
+            "slide_logits": slide.seg_logits.data,
+            "slide_pred": slide.pred_sem_seg.data[0],
+        },
+        out / "tta.pt",
+    )
+    _write_json(out / "tta.json", {"passes": passes, "ratios": list(cfg.img_ratios)})
+
+
 COMMANDS = {
     "network": cmd_network,
     "init": cmd_init,
     "losses": cmd_losses,
     "metric": cmd_metric,
     "checkpoint": cmd_checkpoint,
+    "tta": cmd_tta,
 }
 
 
