@@ -339,6 +339,137 @@ def cmd_tta(out: Path, args) -> None:
     _write_json(out / "tta.json", {"passes": passes, "ratios": list(cfg.img_ratios)})
 
 
+# --------------------------------------------------------------------------------------------- training
+def mmcv_warmup_poly(
+    t: int, base: float, max_iters: int, warmup: int, ratio: float, power: float, eta_min: float
+):
+    """mmcv 1.x (which trained the released weights): poly(t) = (base - min)(1 - t/max)^power + min, and
+    for t < warmup a linear warm-up that multiplies it by 1 - (1 - t/warmup)(1 - ratio)."""
+    regular = (base - eta_min) * (1 - t / max_iters) ** power + eta_min
+    if t < warmup:
+        return regular * (1 - (1 - t / warmup) * (1 - ratio))
+    return regular
+
+
+def cmd_train(out: Path, args) -> None:
+    """K iterations of mmseg's training path: model.train_step (data preprocessor, loss, parse_losses,
+    OptimWrapper with the config's SGD), LR from its param schedulers (mmengine) or mmcv's formula."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    extra = args.extra
+    steps, warmup, max_iters, n, size = (extra[k] for k in ("steps", "warmup", "max_iters", "batch", "size"))
+    cfg = B.load_config()
+    cfg.model.decode_head.dropout_ratio = 0.0
+    for head in cfg.model.auxiliary_head:
+        head.dropout_ratio = 0.0
+    cfg.model.data_preprocessor.size = (size, size)
+    torch.manual_seed(args.seed)
+    initial = B.build_model(cfg).state_dict()
+    torch.save({k: v.clone() for k, v in initial.items()}, out / "initial.pth")
+
+    g = torch.Generator().manual_seed(args.seed + 1)
+    batches = []
+    for _ in range(steps):
+        imgs = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+        coarse = torch.randint(0, NUM_CLASSES, (n, 1, size // 8, size // 8), generator=g).float()
+        labels = F.interpolate(coarse, size=(size, size), mode="nearest")[:, 0].to(torch.uint8)
+        labels[:, : size // 8] = 255
+        batches.append({"image_bgr": imgs, "label": labels})
+    torch.save(batches, out / "batches.pt")
+
+    # mmseg's own sensitivity: the same runs from weights perturbed by 1e-7 (relative), the size of a
+    # float32 rounding difference. Tiny-batch BN makes these dynamics chaotic (see the test).
+    g_twin = torch.Generator().manual_seed(args.seed + 7)
+    perturbed = {
+        k: (
+            v * (1 + 1e-7 * torch.randn(v.shape, generator=g_twin))
+            if v.is_floating_point() and "running" not in k
+            else v
+        )
+        for k, v in initial.items()
+    }
+    results = {}
+    for style, start in (
+        ("mmengine", initial),
+        ("mmcv", initial),
+        ("mmengine_twin", perturbed),
+        ("mmcv_twin", perturbed),
+    ):
+        model = B.build_model(cfg, init=False)
+        model.load_state_dict(start)
+        model.double().train()
+        wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+        base = cfg.optim_wrapper.optimizer.lr
+        schedulers = []
+        if style.startswith(
+            "mmengine"
+        ):  # the config's two schedulers, with their iteration counts scaled down
+            linear, poly = (dict(c) for c in cfg.param_scheduler)
+            linear.update(begin=0, end=warmup)
+            poly.update(begin=warmup, end=max_iters)
+            schedulers = [PARAM_SCHEDULERS.build(dict(c, optimizer=wrapper)) for c in (linear, poly)]
+        log = {"lr": [], "loss": [], **{f"loss_{h}": [] for h in HEADS}}
+        normalised = []
+        for t, batch in enumerate(batches):
+            if style.startswith("mmcv"):
+                lr = mmcv_warmup_poly(t, base, max_iters, warmup, 0.1, 0.9, 1e-4)
+                for group in wrapper.optimizer.param_groups:
+                    group["lr"] = lr
+            log["lr"].append(float(wrapper.optimizer.param_groups[0]["lr"]))
+            data = {
+                "inputs": list(batch["image_bgr"]),
+                "data_samples": _samples_from_labels(batch["label"].long()),
+            }
+            if style == "mmengine":
+                normalised.append(model.data_preprocessor(dict(data), True)["inputs"].float())
+            # model.train_step's own sequence (preprocess, loss, parse_losses, update_params), in float64:
+            # see the test for why float32 cannot be compared step by step on tiny batches
+            with wrapper.optim_context(model):
+                data = model.data_preprocessor(data, True)
+                losses = model(data["inputs"].double(), data["data_samples"], mode="loss")
+            parsed, log_vars = model.parse_losses(losses)
+            wrapper.update_params(parsed)
+            log["loss"].append(float(log_vars["loss"]))
+            for h, key in zip(HEADS, ("decode", "aux_0", "aux_1", "aux_2", "aux_3"), strict=True):
+                log[f"loss_{h}"].append(float(log_vars[f"{key}.loss_ce"]))
+            for sch in schedulers:
+                sch.step()
+        torch.save(
+            {k: v.clone() for k, v in model.state_dict().items()}, out / f"final_{style}.pth"
+        )  # float64
+        results[style] = log
+        if style == "mmengine":
+            torch.save(normalised, out / "normalised_batches.pt")
+    results["schedule"] = _full_schedule(cfg, warmup, max_iters)
+    _write_json(out / "train.json", results)
+
+
+def _full_schedule(cfg, warmup: int, max_iters: int) -> dict:
+    """The LR over the whole schedule: mmengine's schedulers stepped every iteration, and mmcv's formula."""
+    from mmengine.optim import OptimWrapper
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    base = cfg.optim_wrapper.optimizer.lr
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    wrapper = OptimWrapper(opt)
+    linear, poly = (dict(c) for c in cfg.param_scheduler)
+    linear.update(begin=0, end=warmup)
+    poly.update(begin=warmup, end=max_iters)
+    schedulers = [PARAM_SCHEDULERS.build(dict(c, optimizer=wrapper)) for c in (linear, poly)]
+    points = sorted(
+        set(range(0, min(max_iters, warmup + 100))) | set(range(0, max_iters, 97)) | {max_iters - 1}
+    )
+    wanted, mmengine_lr = set(points), []
+    for t in range(max_iters):
+        if t in wanted:
+            mmengine_lr.append(opt.param_groups[0]["lr"])
+        for sch in schedulers:
+            sch.step()
+    mmcv_lr = [mmcv_warmup_poly(t, base, max_iters, warmup, 0.1, 0.9, 1e-4) for t in points]
+    return {"t": points, "mmengine": mmengine_lr, "mmcv": mmcv_lr}
+
+
 COMMANDS = {
     "network": cmd_network,
     "init": cmd_init,
@@ -346,6 +477,7 @@ COMMANDS = {
     "metric": cmd_metric,
     "checkpoint": cmd_checkpoint,
     "tta": cmd_tta,
+    "train": cmd_train,
 }
 
 
