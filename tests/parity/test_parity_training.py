@@ -13,9 +13,9 @@ implementations' rounding differences (1e-7) are amplified by BN over tiny batch
 CEBlock's BN after the global pool normalises over just N = 2 values, and after one step the
 gradients of the semantic branch differ by up to 1e-3 relative, although the forward losses agree to
 1e-7 and the float64 gradients to 3e-6. Step-by-step comparison needs float64, and even there the
-dynamics are chaotic: mmseg against itself, started from weights perturbed by 1e-7 (relative), ends 3 steps later with
-weights apart by about 0.02 (of 0.05 moved) and aux losses apart by 4e-3. So the check is: the
-first step's losses agree tightly (identical weights and inputs); every later figure of ours-vs-mmseg
+dynamics are chaotic: mmseg against itself, started from weights perturbed by 1e-7 (relative), ends
+3 steps later with weights apart by about 0.02 (of 0.05 moved) and aux losses by 4e-3. So the check:
+the first step's losses agree tightly (identical weights and inputs); every later figure of ours-vs-mmseg
 must stay within 3x mmseg's own divergence under that 1e-7 perturbation (the "twin" runs; for the
 losses, the twin's largest divergence over all heads). The LRs
 are compared exactly, per step inside the fit and over the whole 160k-iteration schedule.
