@@ -3,7 +3,8 @@
     python benchmarks/data_pipeline.py [--images 4] [--repeats 3] [--json]
 
 Why: one DataLoader worker must keep up with one GPU. A worker's time per image is decode + augment;
-decode is the floor, so the ratio (pipeline / decode) says how much the augmentation (SPEC §8) adds.
+decode is the floor, so the ratio (pipeline / decode) says how much the augmentation
+(docs/reproduction.md#augmentation) adds.
 It writes a few synthetic 1024x2048 frames to a temporary folder, times (a) cv2 + PIL decoding of image
 and label, (b) the full train item (decode, RandomResize, cat-max crop, flip, PhotoMetricDistortion,
 normalise, pad, to tensor), with OpenCV single-threaded as in a worker, and writes

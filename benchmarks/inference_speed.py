@@ -4,12 +4,14 @@
         [--images 2] [--threads 2] [--compile] [--json]
 
 Why: issue 7 asks for ratios against a reference measured back-to-back on the same machine, because a
-shared machine's speed drifts by tens of percent within minutes (SPEC §13.3). So every round times one
+shared machine's speed drifts by tens of percent within minutes (docs/reproduction.md#speed). So every round
+times one
 call of each path in turn, on the same frame (interleaved), and a path's ratio is the median over rounds
 of its time divided by the reference's time in that round.
 
-Timed: the full predict path as mmseg times it (SPEC §12), batch 1: network, the x8 bilinear upsample
-to the image size and the argmax, labels copied to the host (`bisenet_pl.inference.predict`); the
+Timed: the full predict path as mmseg times it (docs/reproduction.md#speed), batch 1: network, the x8
+bilinear upsample
+to the image size and the argmax, labels copied to the host (`bisenet_pl.inference.modes.predict`); the
 reference is the plain fp32 eager model (unfused BN, NCHW), as mmseg runs it. mmseg times 200 images;
 this uses `--repeats` rounds (default 5) over `--images` synthetic street frames (default 2), after
 one untimed warm-up call per path and frame, to stay within a few minutes on a 2-core CPU.
@@ -21,7 +23,7 @@ labels have boundaries everywhere), so a trained checkpoint gives the meaningful
 
 Each path's argmax agreement with the reference is measured on the warm-up outputs (all frames, full
 size) and the fp32 paths' max logit difference on one frame at the smallest size. The path that
-`Segmenter(path, fast=True)` picks on this machine (`bisenet_pl.fast.fastest_net`, with its one-time
+`Predictor(path, fast=True)` picks on this machine (`accelerate.fastest_net`, with its one-time
 self-check) is marked. Writes `experiments/bench_inference.json` and `.md`; with `--json` the last
 stdout line is the JSON.
 """
@@ -44,22 +46,16 @@ from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import torch  # noqa: E402
+import torch
+
+from bisenet_pl.benchmarking.frames import parse_size, synthetic_frames
+from bisenet_pl.benchmarking.timing import command_line, percentile
+from bisenet_pl.hardware import cpu_has_native_bf16, machine_info
+from bisenet_pl.inference.accelerate import FastNet, FastOptions, check_size_for, fastest_net
+from bisenet_pl.inference.modes import InferenceConfig, predict_labels
+from bisenet_pl.inference.onnx import LowResOnnxNet, onnxruntime_available
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bisenet_pl.benchmark import command_line, machine_info, parse_size, percentile, synthetic_frames  # noqa: E402
-from bisenet_pl.fast import (  # noqa: E402
-    FastNet,
-    FastOptions,
-    OrtNet,
-    check_size_for,
-    cpu_has_native_bf16,
-    fastest_net,
-    onnxruntime_available,
-)
-from bisenet_pl.inference import InferenceConfig, predict  # noqa: E402
 
 REFERENCE = "plain fp32 eager (unfused, NCHW)"
 
@@ -98,13 +94,13 @@ def build_paths(
             opts = FastOptions(fuse=True, channels_last=True, precision="bf16", scope=scope)
             paths[opts.name + " + fast argmax"] = (FastNet(model, opts), True)
     if onnxruntime_available():
-        from bisenet_pl.export import OnnxNet, export_onnx
+        from bisenet_pl.inference.onnx import OnnxNet, export_onnx
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             onnx_path = export_onnx(model, workdir / "model.onnx", exporter=exporter)
         paths[f"onnxruntime fp32 (exported file, {exporter})"] = (OnnxNet(onnx_path), False)
-        paths[OrtNet.name + " + fast argmax"] = (OrtNet(model), True)
+        paths[LowResOnnxNet.name + " + fast argmax"] = (OnnxNet.from_model(model), True)
     return paths
 
 
@@ -122,7 +118,7 @@ def run_size(
     def fn(net: Any, fast_argmax: bool) -> Callable[[torch.Tensor], torch.Tensor]:
         def run(x: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():
-                return predict(net, x, None, cfg, fast_argmax=fast_argmax).cpu()
+                return predict_labels(net, x, None, cfg, fast_argmax=fast_argmax).cpu()
 
         return run
 
@@ -214,16 +210,16 @@ def val_agreement(paths: dict[str, tuple[Any, bool]], size: tuple[int, int], n: 
 
     `synthetic_frames(n, size, seed=0)` renders exactly the frames of
     `make_synthetic_cityscapes(..., seed=0)`'s val split (the demo's dataset at 256x512); `size` is the
-    model's own test scale, where `Segmenter` runs it.
+    model's own test scale, where `Predictor` runs it.
     """
     frames = synthetic_frames(n, size, seed=0)
     cfg = InferenceConfig()
     with torch.inference_mode():
-        ref = [predict(paths[REFERENCE][0], x, None, cfg) for x in frames]
+        ref = [predict_labels(paths[REFERENCE][0], x, None, cfg) for x in frames]
         out = {}
         for name, (net, fast_argmax) in paths.items():
             same = sum(
-                int((predict(net, x, None, cfg, fast_argmax=fast_argmax) == r).sum())
+                int((predict_labels(net, x, None, cfg, fast_argmax=fast_argmax) == r).sum())
                 for x, r in zip(frames, ref, strict=True)
             )
             out[name] = same / sum(r.numel() for r in ref)
@@ -260,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     fast_pick = fast_name + " + fast argmax"
     choose_s = time.perf_counter() - t0
     print(f"model: {model_desc}")
-    print(f"Segmenter(fast=True) picks: {fast_pick} (self-check {choose_s:.1f} s)")
+    print(f"Predictor(fast=True) picks: {fast_pick} (self-check {choose_s:.1f} s)")
     print(
         f"timing: {args.repeats} interleaved rounds x {len(sizes)} sizes, {args.images} synthetic frames, "
         f"{args.threads} threads (mmseg times 200 images; fewer here to fit a few minutes on 2 cores)"

@@ -40,16 +40,16 @@ from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import torch  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from bisenet_pl.benchmarking.timing import command_line
+from bisenet_pl.hardware import machine_info
+from bisenet_pl.models import Segmentor
+from bisenet_pl.training.losses import MultiHeadLoss
+from bisenet_pl.training.schedules import build_warmup_poly_scheduler
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bisenet_pl.benchmark import command_line, machine_info  # noqa: E402
-from bisenet_pl.losses import MultiHeadLoss  # noqa: E402
-from bisenet_pl.models import Segmentor  # noqa: E402
-from bisenet_pl.schedules import build_warmup_poly_scheduler  # noqa: E402
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 5e-4
 MAX_STEPS, WARMUP_STEPS = 160000, 1000
@@ -118,7 +118,7 @@ def run(batch: int, crop: int, iters: int) -> dict[str, Any]:
     """`iters` timed iteration pairs (after one warm-up pair): per-iteration seconds of both loops."""
     import lightning.pytorch as pl
 
-    from bisenet_pl.module import SegmentationModule
+    from bisenet_pl.training.module import SegmentationModule
 
     torch.manual_seed(SEED)
     init = Segmentor()

@@ -21,7 +21,7 @@ _LAZY = {
     "load_model": "bisenet_pl.checkpoints",
     "save_checkpoint": "bisenet_pl.checkpoints",
     "CheckpointError": "bisenet_pl.checkpoints",
-    "Segmenter": "bisenet_pl.segmenter",
+    "Predictor": "bisenet_pl.inference.predictor",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

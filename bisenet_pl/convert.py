@@ -12,7 +12,8 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 
-from bisenet_pl.checkpoints import AUX_PREFIX, read_checkpoint, save_checkpoint
+from bisenet_pl.checkpoints import read_checkpoint, save_checkpoint
+from bisenet_pl.checkpoints.mmseg import AUX_PREFIX
 from bisenet_pl.errors import CheckpointError
 from bisenet_pl.models.segmentor import Segmentor
 

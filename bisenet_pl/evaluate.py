@@ -1,6 +1,6 @@
 """`python -m bisenet_pl.evaluate ckpt=PATH [mode=whole|slide|msflip] [official=true]`: mIoU on a split.
 
-Each image is evaluated once, on one process, at its original label resolution (SPEC §9, §11): no
+Each image is evaluated once, on one process, at its original label resolution: no
 distributed padding can duplicate an image. Writes `results.json` (config, checkpoint, mode, per-class
 numbers) into the run folder and prints the per-class table.
 
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bisenet_pl.cli import hydra_output_dir, quiet_environment, readable_errors
+from bisenet_pl.cli import CONFIG_PATH, hydra_output_dir, quiet_environment, readable_errors
 
 quiet_environment()
 
@@ -26,32 +26,6 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 log = logging.getLogger("bisenet_pl.evaluate")
-
-
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def build_net(ckpt: str | Path, backend: str, device) -> tuple[Any, dict[str, Any]]:
-    """The network callable and its meta (classes, mean, std) for a checkpoint or an ONNX file."""
-    from bisenet_pl.checkpoints import default_meta
-
-    if backend == "onnxruntime":
-        from bisenet_pl.export import OnnxNet
-
-        net = OnnxNet(ckpt, device=device)
-        return net, {**default_meta(net.num_classes), **net.meta}
-    if backend != "torch":
-        raise ValueError(f"backend must be torch or onnxruntime, got {backend!r}")
-    from bisenet_pl.checkpoints import load_model
-
-    model = load_model(ckpt, device=device)
-    meta = {**default_meta(model.config["num_classes"]), **dict(getattr(model, "meta", {}) or {})}
-    return model, meta
 
 
 def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
@@ -62,11 +36,14 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
     from bisenet_pl.data.cityscapes import CityscapesDataset
     from bisenet_pl.data.transforms import build_test_transform
-    from bisenet_pl.inference import InferenceConfig, segment
-    from bisenet_pl.metrics import SegmentationMetric, format_results_table, results_to_jsonable
+    from bisenet_pl.evaluation.metrics import SegmentationMetric, format_results_table, results_to_jsonable
+    from bisenet_pl.hardware import resolve_device
+    from bisenet_pl.inference.backends import load_net
+    from bisenet_pl.inference.modes import InferenceConfig, segment
 
-    device = _device(cfg.device)
-    net, meta = build_net(cfg.ckpt, cfg.backend, device)
+    device = resolve_device(str(cfg.device))
+    loaded = load_net(cfg.ckpt, str(cfg.backend), device)
+    net, meta = loaded.net, loaded.meta
     classes = list(meta["classes"])
     inference = InferenceConfig.from_mode(
         cfg.mode,
@@ -119,7 +96,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "results": results_to_jsonable(results, classes),
     }
     if official_dir is not None:
-        from bisenet_pl.official import official_miou
+        from bisenet_pl.evaluation.official import official_miou
 
         official = official_miou(written, out_dir)
         payload["official"] = official
@@ -155,7 +132,7 @@ def write_label_id_png(pred, folder: Path, name: str) -> Path:
     return path
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 @readable_errors
 def main(cfg: DictConfig) -> float:
     out_dir = hydra_output_dir() or Path(".")

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bisenet_pl.cli import hydra_output_dir, instantiate_dict, quiet_environment, readable_errors
+from bisenet_pl.cli import CONFIG_PATH, hydra_output_dir, instantiate_dict, quiet_environment, readable_errors
 
 quiet_environment()
 
@@ -60,7 +60,7 @@ def _load_resumed_config(cfg: DictConfig) -> DictConfig:
 
 def _strategy_for_multirun(cfg: DictConfig) -> None:
     """Plain `ddp` re-runs the command line in each child: inside `-m` that re-runs the whole sweep
-    (ECOSYSTEM §A.1, §3.6). Locally a sweep job with several devices therefore spawns its ranks instead;
+    (docs/libraries.md). Locally a sweep job with several devices therefore spawns its ranks instead;
     under SLURM (one task per device) Lightning launches nothing and `ddp` is safe.
     """
     from hydra.core.hydra_config import HydraConfig
@@ -91,7 +91,8 @@ def _strategy_for_multirun(cfg: DictConfig) -> None:
 
 
 def _precision_plugins(cfg: DictConfig) -> list[Any]:
-    """mmseg's fp16 row uses a static loss scale of 512 (SPEC §10); Lightning's scaler is dynamic."""
+    """mmseg's fp16 row uses a static loss scale of 512 (docs/reproduction.md#schedule); Lightning's scaler
+    is dynamic."""
     scale = cfg.get("amp_loss_scale")
     precision = str(cfg.trainer.get("precision", "32-true"))
     if scale is None or precision not in ("16-mixed", "16"):
@@ -104,7 +105,7 @@ def _precision_plugins(cfg: DictConfig) -> list[Any]:
         return []
     from lightning.pytorch.plugins import MixedPrecision
 
-    from bisenet_pl.amp import StaticGradScaler
+    from bisenet_pl.training.amp import StaticGradScaler
 
     with open_dict(cfg):
         cfg.trainer.precision = None  # the plugin carries the precision
@@ -113,7 +114,7 @@ def _precision_plugins(cfg: DictConfig) -> list[Any]:
 
 def _cluster_plugins() -> list[Any]:
     """Inside a submitit SLURM job, requeueing is submitit's (USR2, same job folder, `ckpt_path=last`):
-    Lightning's own USR1 auto-requeue is switched off so a job is never requeued twice (ECOSYSTEM §3.5).
+    Lightning's own USR1 auto-requeue is switched off so a job is never requeued twice (docs/libraries.md).
     A hand-written sbatch script keeps Lightning's requeue (docs/slurm.md)."""
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
@@ -137,7 +138,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any]):
     when asked for and submitit's (not Lightning's) SLURM requeue inside submitit jobs."""
     from hydra.utils import instantiate
 
-    from bisenet_pl.callbacks import AtomicCheckpointIO
+    from bisenet_pl.training.callbacks import AtomicCheckpointIO
 
     plugins = [AtomicCheckpointIO(), *_precision_plugins(cfg), *_cluster_plugins()]
     return instantiate(
@@ -152,7 +153,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from hydra.utils import instantiate
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from bisenet_pl.callbacks import ResultsWriter
+    from bisenet_pl.training.callbacks import ResultsWriter
 
     if cfg.get("resume"):
         cfg = _load_resumed_config(cfg)
@@ -200,7 +201,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise SystemExit(128 + signal.SIGTERM) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if _is_scalar(v)}
     if cfg.get("test_after_fit") and not trainer.interrupted:
-        # The final weights (what the last checkpoint holds), as mmseg's table reports (SPEC §1, §A.7).
+        # The final weights (what the last checkpoint holds), as mmseg's table reports
+        # (docs/reproduction.md#table).
         trainer.test(module, datamodule=datamodule, ckpt_path=None, weights_only=True, verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if _is_scalar(v)})
     if trainer.is_global_zero:
@@ -225,10 +227,10 @@ def _overrides() -> list[str]:
         return sys.argv[1:]
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 @readable_errors
 def main(cfg: DictConfig) -> float | None:
-    from bisenet_pl.loggers import finish_wandb
+    from bisenet_pl.training.loggers import finish_wandb
 
     try:
         metrics = train(cfg)

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from bisenet_pl import Segmenter
+from bisenet_pl import Predictor
 from bisenet_pl.data.cityscapes import CLASSES, PALETTE, CityscapesDataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def title(text: str, width: int) -> np.ndarray:
 
 
 def main(ckpt: str, data_root: str = "data/synthetic_cityscapes", index: int = 0) -> None:
-    seg = Segmenter(ckpt, device="cpu")
+    seg = Predictor(ckpt, device="cpu")
     ds = CityscapesDataset(data_root, "val")
     sample = ds.samples[index]
     rgb = np.asarray(Image.open(sample.image).convert("RGB"))

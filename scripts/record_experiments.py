@@ -20,19 +20,20 @@ from omegaconf import OmegaConf
 
 from bisenet_pl.models import Segmentor
 from bisenet_pl.models.complexity import count_macs, count_parameters
-from bisenet_pl.schedules import warmup_poly_lr
+from bisenet_pl.training.schedules import warmup_poly_lr
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "experiments" / "rows"
 
-#: SPEC §1 (mmseg's configs/bisenetv2/README.md): mIoU, ms+flip mIoU, memory (GB/GPU), fps (V100).
+#: docs/reproduction.md#table (mmseg's configs/bisenetv2/README.md): mIoU, ms+flip mIoU, memory (GB/GPU), fps
+#: (V100).
 MMSEG = {
     "4x4": ("bisenetv2_fcn_4x4_1024x1024_160k_cityscapes", 73.21, 75.74, 7.64, 31.77),
     "ohem": ("bisenetv2_fcn_ohem_4x4_1024x1024_160k_cityscapes", 73.57, 75.80, 7.64, None),
     "4x8": ("bisenetv2_fcn_4x8_1024x1024_160k_cityscapes", 75.76, 77.79, 15.05, None),
     "fp16": ("bisenetv2_fcn_fp16_4x4_1024x1024_160k_cityscapes", 73.07, 75.13, 5.77, 36.65),
 }
-#: SPEC §10: mmcv (v0.x) LR at selected iterations.
+#: docs/reproduction.md#schedule: mmcv (v0.x) LR at selected iterations.
 MMCV_LR = {0: 0.005, 500: 0.027423, 999: 0.049675, 1000: 0.049719, 16000: 0.045486, 80000: 0.026841,
            120000: 0.014430, 159999: 0.000101}  # fmt: skip
 
@@ -74,7 +75,7 @@ torch {torch.__version__})
   (`tests/test_train.py::test_each_table_row_is_mmseg_recipe`).
 - Model: {params["inference"]:,} parameters for inference, {params["training"]:,} with the aux
   heads; {macs:.2f} GMACs at 1x3x1024x2048 (mmseg: 3,358,883 / 14,804,255 / 98.85 G).
-- LR curve (ours vs mmseg v0.x, SPEC §10):
+- LR curve (ours vs mmseg v0.x, docs/reproduction.md#schedule):
 
 | iteration | ours | mmseg |
 | --- | --- | --- |

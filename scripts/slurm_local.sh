@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A throw-away single-node Slurm cluster on localhost, so that `hydra/launcher=slurm` (submitit) is
-# tested against a real slurmctld/slurmd rather than a mock (docs/slurm.md, ECOSYSTEM §10).
+# tested against a real slurmctld/slurmd rather than a mock (docs/slurm.md, docs/libraries.md).
 #
 #   scripts/slurm_local.sh start  [DIR]   install if needed, start munged + slurmctld + slurmd, wait until
 #                                         the node is idle; prints `export SLURM_CONF=...` on stdout
@@ -200,7 +200,7 @@ write_config() {
 	node_line=${node_line/RealMemory=$real_mem/RealMemory=$((real_mem * 8 / 10))}
 	NODE=$host
 	cat >"$CONF" <<CONF
-# Written by scripts/slurm_local.sh: a one-node cluster on localhost. See ECOSYSTEM §10 for why each line.
+# Written by scripts/slurm_local.sh: a one-node cluster on localhost. See docs/libraries.md for why each line.
 ClusterName=bisenetpl
 SlurmctldHost=$host(127.0.0.1)
 SlurmctldPort=$CTLD_PORT

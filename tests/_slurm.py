@@ -16,7 +16,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "slurm_local.sh"
-CONF_DIR = REPO / "bisenet_pl" / "conf"
+CONF_DIR = REPO / "conf"
 #: The partition scripts/slurm_local.sh creates; the tests name it so that `partition` is exercised.
 PARTITION = "local"
 #: scripts/slurm_local.sh's exit status for "Slurm cannot be installed or started here" (skip, not fail).

@@ -3,7 +3,7 @@
 The file is a 7-byte header (b":W&B", 0xBEE1, version) followed by LevelDB-log framing: 32 KiB blocks of
 records `<crc32c:u32><length:u16><type:u8>` (1 full, 2 first, 3 middle, 4 last), a record never split
 across a block end except through first/middle/last pieces; each payload is a protobuf `Record`
-(ECOSYSTEM §8c).
+(docs/libraries.md).
 """
 
 from __future__ import annotations

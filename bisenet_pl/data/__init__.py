@@ -11,7 +11,7 @@ from typing import Any
 
 _LAZY = {
     "CityscapesDataset": "bisenet_pl.data.cityscapes",
-    "colorize": "bisenet_pl.data.cityscapes",
+    "preprocess": "bisenet_pl.data.preprocess",
     "train_ids_to_label_ids": "bisenet_pl.data.cityscapes",
     "build_train_transform": "bisenet_pl.data.transforms",
     "build_test_transform": "bisenet_pl.data.transforms",

@@ -1,5 +1,5 @@
 """Cityscapes: class names, palette, label tables and normalisation (defined once for the package), and
-the dataset that reads Cityscapes' own folder layout (SPEC §7).
+the dataset that reads Cityscapes' own folder layout (docs/reproduction.md#data).
 
 Files are paired when the dataset is built (cheap: names only) and decoded and checked when an item is
 loaded, so bad input fails with a `DatasetError` naming the file and the fix, not a traceback from cv2.
@@ -20,9 +20,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from bisenet_pl.data.preprocess import MEAN, STD, normalize  # noqa: F401  (MEAN/STD: re-exported)
 from bisenet_pl.errors import DatasetError
 
-# The 19 train classes in trainId order (SPEC §7.3), as mmseg's METAINFO and cityscapesscripts name them.
+# The 19 train classes in trainId order (docs/reproduction.md#data), as mmseg's METAINFO and
+# cityscapesscripts name them.
 CLASSES: tuple[str, ...] = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
     "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle",
@@ -39,18 +41,16 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 IGNORE_INDEX = 255
 NUM_CLASSES = len(CLASSES)
 
-# ImageNet statistics in RGB, 0-255 scale: mmseg's SegDataPreProcessor values.
-MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
-STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
 
-# labelId -> trainId (SPEC §7.2); every other id maps to 255.
+# labelId -> trainId (docs/reproduction.md#data); every other id maps to 255.
 _TRAIN_LABEL_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
 TRAIN_ID_TO_LABEL_ID: np.ndarray = np.array(_TRAIN_LABEL_IDS, dtype=np.uint8)
 LABEL_ID_TO_TRAIN_ID: np.ndarray = np.full(256, IGNORE_INDEX, dtype=np.uint8)
 LABEL_ID_TO_TRAIN_ID[list(_TRAIN_LABEL_IDS)] = np.arange(NUM_CLASSES, dtype=np.uint8)
 
 # --------------------------------------------------------------------------------------------------
-# The full Cityscapes label table (cityscapesscripts `helpers/labels.py`, SPEC §7.2/§7.3): the synthetic
+# The full Cityscapes label table (cityscapesscripts `helpers/labels.py`, docs/reproduction.md#data): the
+# synthetic
 # generator writes polygons, labelIds, instanceIds and colour maps with exactly these names, ids and colours,
 # so that files it writes read like the real ones to every tool (ours, mmseg's converter, cityscapesscripts).
 # --------------------------------------------------------------------------------------------------
@@ -108,9 +108,12 @@ LABELS: tuple[CityscapesLabel, ...] = tuple(
     )
 )
 NAME_TO_LABEL: dict[str, CityscapesLabel] = {label.name: label for label in LABELS}
-MAX_LABEL_ID = 33  # labelIds PNGs hold 0..33 (license plate, id -1, is never drawn: SPEC §7.1)
+MAX_LABEL_ID = (
+    33  # labelIds PNGs hold 0..33 (license plate, id -1, is never drawn: docs/reproduction.md#data)
+)
 
-# Published split sizes (SPEC §7.1) and cities; used to tell an incomplete download from the full set.
+# Published split sizes (docs/reproduction.md#data) and cities; used to tell an incomplete download from the
+# full set.
 REAL_SPLIT_SIZES: dict[str, int] = {"train": 2975, "val": 500, "test": 1525}
 # The synthetic generator leaves this file at the dataset root; the dataset then knows not to compare
 # its size with the published one.
@@ -128,9 +131,7 @@ _MAKE_DATA_HINT = (
 )
 
 # trainId -> RGB, every other value (255 included) black.
-_PALETTE_LUT = np.zeros((256, 3), dtype=np.uint8)
-_PALETTE_LUT[:NUM_CLASSES] = np.asarray(PALETTE, dtype=np.uint8)
-# trainId -> labelId for submissions (SPEC §7.2); 255 and unknown values -> 0 ("unlabeled").
+# trainId -> labelId for submissions (docs/reproduction.md#data); 255 and unknown values -> 0 ("unlabeled").
 _TRAIN_TO_LABEL_LUT = np.zeros(256, dtype=np.uint8)
 _TRAIN_TO_LABEL_LUT[:NUM_CLASSES] = TRAIN_ID_TO_LABEL_ID
 # Values a label PNG may hold: labelIds 0..33 (255 tolerated: some tools write it for "unlabeled"; it maps to
@@ -142,26 +143,8 @@ _VALID_TRAIN_IDS = np.zeros(256, dtype=bool)
 _VALID_TRAIN_IDS[:NUM_CLASSES] = True
 _VALID_TRAIN_IDS[IGNORE_INDEX] = True
 
-_MEAN = np.asarray(MEAN, dtype=np.float64).reshape(1, -1)  # (1, 3): cv2 reads it as a per-channel scalar
-_STD_INV = 1.0 / np.asarray(STD, dtype=np.float64).reshape(1, -1)
 
 log = logging.getLogger(__name__)
-
-
-def colorize(train_id_map: np.ndarray, palette: Sequence[Sequence[int]] | None = None) -> np.ndarray:
-    """A trainId map (H, W) as an RGB uint8 image (H, W, 3); 255 and unknown ids are black.
-
-    `palette` (one RGB per class, e.g. a checkpoint's meta) defaults to the official Cityscapes colours.
-    """
-    ids = np.asarray(train_id_map)
-    if ids.dtype != np.uint8:
-        ids = np.where((ids >= 0) & (ids < 256), ids, IGNORE_INDEX).astype(np.uint8)
-    lut = _PALETTE_LUT
-    if palette is not None:
-        lut = np.zeros((256, 3), dtype=np.uint8)
-        lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)
-        lut[IGNORE_INDEX] = 0
-    return lut[ids]
 
 
 def train_ids_to_label_ids(train_id_map: np.ndarray) -> np.ndarray:
@@ -173,19 +156,6 @@ def train_ids_to_label_ids(train_id_map: np.ndarray) -> np.ndarray:
     if ids.dtype != np.uint8:
         ids = np.where((ids >= 0) & (ids < 256), ids, IGNORE_INDEX).astype(np.uint8)
     return _TRAIN_TO_LABEL_LUT[ids]
-
-
-def normalize_image(bgr: np.ndarray) -> np.ndarray:
-    """BGR uint8 (H, W, 3) -> RGB float32, (x - mean) / std with mmseg's RGB statistics (SPEC §8).
-
-    The arithmetic of mmcv's `imnormalize(to_rgb=True)`, which the released checkpoints were trained
-    with: float32 image, cv2 subtract of the float64 mean, cv2 multiply by 1/std (also the fastest way).
-    """
-    image = bgr.astype(np.float32)
-    cv2.cvtColor(image, cv2.COLOR_BGR2RGB, image)
-    cv2.subtract(image, _MEAN, image)
-    cv2.multiply(image, _STD_INV, image)
-    return image
 
 
 @dataclass(frozen=True)
@@ -202,7 +172,8 @@ class Sample:
 
 
 def find_samples(root: Path, split: str, ignore_missing_labels: bool = False) -> list[Sample]:
-    """Pair every `leftImg8bit/<split>/**/<stem>_leftImg8bit.png` with its gtFine label (SPEC §7.1).
+    """Pair every `leftImg8bit/<split>/**/<stem>_leftImg8bit.png` with its gtFine label
+    (docs/reproduction.md#data).
 
     Sorted by path, as mmseg scans. Prefers `_gtFine_labelTrainIds.png`; falls back to
     `_gtFine_labelIds.png` (mapped on the fly, DESIGN.md "Labels"), so no conversion step is needed.
@@ -249,7 +220,7 @@ def find_samples(root: Path, split: str, ignore_missing_labels: bool = False) ->
 
 
 def load_image(path: Path) -> np.ndarray:
-    """The image as BGR uint8 (H, W, 3), decoded by cv2 as mmseg does (SPEC §8)."""
+    """The image as BGR uint8 (H, W, 3), decoded by cv2 as mmseg does (docs/reproduction.md#augmentation)."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:  # cv2 does not raise: a missing, corrupt or truncated file gives None
         raise DatasetError(
@@ -262,7 +233,8 @@ def load_image(path: Path) -> np.ndarray:
 def load_label(sample: Sample) -> np.ndarray:
     """The label as uint8 trainIds (H, W), 255 = ignore; checks the ids against Cityscapes' table.
 
-    Decoded by PIL unchanged (SPEC §8); a labelIds map goes through LABEL_ID_TO_TRAIN_ID.
+    Decoded by PIL unchanged (docs/reproduction.md#augmentation); a labelIds map goes through
+    LABEL_ID_TO_TRAIN_ID.
     """
     path = sample.label
     assert path is not None
@@ -363,7 +335,7 @@ class CityscapesDataset(Dataset):
             )
         ori_size = (int(image.shape[0]), int(image.shape[1]))
         if self.transform is None:
-            image_out = normalize_image(image)
+            image_out = normalize(image, bgr=True)
         else:
             data = {"image": image} if label is None else {"image": image, "mask": label}
             out = self.transform(**data)

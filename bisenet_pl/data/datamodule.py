@@ -1,7 +1,7 @@
 """`CityscapesDataModule`: loaders for training by iterations, sharded evaluation and prediction.
 
 Sampling is done here rather than by Lightning (the trainer runs with `use_distributed_sampler=False`)
-because mmseg's protocol needs two different rules (SPEC §8 sampler, ECOSYSTEM §A.11):
+because mmseg's protocol needs two different rules (docs/reproduction.md#augmentation, docs/libraries.md):
 - train: `DistributedSampler(shuffle=True, drop_last=True)`, like mmseg v0.x; Lightning calls `set_epoch`;
 - val/test: every image exactly once across ranks (no padding with repeated images), since the metric
   sums confusion matrices over ranks and a repeated image would be counted twice.
@@ -64,7 +64,7 @@ class ShardedSampler(Sampler[int]):
 def worker_init(worker_id: int, rank: int = 0) -> None:
     """DataLoader worker setup: single-threaded OpenCV and a distinct augmentation stream per worker.
 
-    OpenCV would otherwise start a thread pool in every worker (ECOSYSTEM §6). albumentations 2.0.8 does
+    OpenCV would otherwise start a thread pool in every worker (docs/libraries.md). albumentations 2.0.8 does
     not reseed its generators in workers: forked workers inherit the parent's state and would draw the
     same crops and flips. torch gives each worker `base_seed + worker_id`, with a new base seed every epoch
     (drawn from torch's RNG, so `seed_everything` makes runs reproducible); the base seed is shared across
@@ -93,7 +93,8 @@ def _pair(value: Sequence[Any], name: str, kind: type = int) -> tuple[Any, Any]:
 class CityscapesDataModule(L.LightningDataModule):
     """Cityscapes (or the synthetic set in its layout) for training, validation, test and prediction.
 
-    `crop_size` is (h, w); `scale` and `test_scale` are mmseg's (long, short) boxes (SPEC §8, §9).
+    `crop_size` is (h, w); `scale` and `test_scale` are mmseg's (long, short) boxes
+    (docs/reproduction.md#augmentation).
     With `generate_if_missing`, `prepare_data()` writes the synthetic dataset into `root` when it holds none
     (`synthetic` = options for `make_synthetic_cityscapes`). When `synthetic_root` is given, generation only
     happens when `root` is that folder, so a mistyped path to real data fails instead of silently training

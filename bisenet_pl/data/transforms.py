@@ -1,6 +1,7 @@
-"""mmseg's Cityscapes pipelines (SPEC §8 train, §9 test) as albumentations 2.0.x transforms.
+"""mmseg's Cityscapes pipelines (docs/reproduction.md#augmentation, #test-time) as albumentations 2.0.x
+transforms.
 
-albumentations has no exact counterpart of three mmseg steps (ECOSYSTEM §6): the resize to an *absolute*
+albumentations has no exact counterpart of three mmseg steps (docs/libraries.md): the resize to an *absolute*
 scale box times a random ratio, the crop with the class-ratio retry rule, and PhotoMetricDistortion with
 multiplicative saturation and uint8 truncation after every step. They are written here as small
 `DualTransform` / `ImageOnlyTransform` classes that draw from albumentations' own generator
@@ -19,7 +20,8 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from bisenet_pl.data.cityscapes import IGNORE_INDEX, normalize_image, seed_transform
+from bisenet_pl.data.cityscapes import IGNORE_INDEX, seed_transform
+from bisenet_pl.data.preprocess import keep_ratio_size, normalize
 
 __all__ = [
     "KeepRatioResize",
@@ -27,27 +29,17 @@ __all__ = [
     "CatMaxRandomCrop",
     "PhotoMetricDistortion",
     "NormalizeToRGB",
-    "rescale_size",
     "build_train_transform",
     "build_test_transform",
     "seed_transform",
 ]
 
 
-def rescale_size(width: int, height: int, scale: Sequence[int]) -> tuple[int, int]:
-    """mmcv's keep-ratio rule (SPEC §8): the largest size fitting the box `scale` (long, short edge).
-
-    factor f = min(max(scale) / long_edge, min(scale) / short_edge);
-    returns (new_width, new_height) = (int(w·f + 0.5), int(h·f + 0.5)).
-    """
-    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
-    return int(width * float(factor) + 0.5), int(height * float(factor) + 0.5)
-
-
 class KeepRatioResize(A.DualTransform):
     """mmseg `Resize(scale, keep_ratio=True)`: image bilinear, label nearest (cv2, as mmcv's imresize).
 
-    `resize_mask=False` is the test pipeline (SPEC §9): there the label is loaded after the resize, so it
+    `resize_mask=False` is the test pipeline (docs/reproduction.md#test-time): there the label is loaded
+    after the resize, so it
     keeps its original resolution and the prediction is resized back to it instead.
     """
 
@@ -61,7 +53,7 @@ class KeepRatioResize(A.DualTransform):
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         height, width = params["shape"][:2]
-        new_w, new_h = rescale_size(width, height, self._target_scale())
+        new_h, new_w = keep_ratio_size(height, width, self._target_scale())
         return {"new_size": (new_w, new_h)}
 
     def apply(self, img: np.ndarray, new_size: tuple[int, int] = (0, 0), **params: Any) -> np.ndarray:
@@ -81,10 +73,11 @@ class KeepRatioResize(A.DualTransform):
 
 
 class RandomResize(KeepRatioResize):
-    """mmseg `RandomResize(scale=(2048, 1024), ratio_range=(0.5, 2.0), keep_ratio=True)` (SPEC §8).
+    """mmseg `RandomResize(scale=(2048, 1024), ratio_range=(0.5, 2.0), keep_ratio=True)`
+    (docs/reproduction.md#augmentation).
 
     r ~ U[low, high); the target box is (int(scale[0]·r), int(scale[1]·r)); then the keep-ratio rule of
-    `rescale_size`. The box is absolute: a 2048x1024 image becomes about (2048r)x(1024r), and an image of
+    `keep_ratio_size`. The box is absolute: a 2048x1024 image becomes about (2048r)x(1024r), and an image of
     any other size is fitted into the same box (albumentations' RandomScale is relative to the input).
     """
 
@@ -107,7 +100,7 @@ class RandomResize(KeepRatioResize):
 
 
 class CatMaxRandomCrop(A.DualTransform):
-    """mmseg `RandomCrop(crop_size, cat_max_ratio=0.75)` (SPEC §8).
+    """mmseg `RandomCrop(crop_size, cat_max_ratio=0.75)` (docs/reproduction.md#augmentation).
 
     The offset is drawn in [0, max(H - h, 0)] (and likewise for w) and the crop is clipped to the image, so a
     smaller image is not padded here (padding comes after normalisation). A candidate is accepted when its
@@ -183,7 +176,8 @@ def _affine_lut(alpha: float, beta: float) -> np.ndarray:
 
 
 class PhotoMetricDistortion(A.ImageOnlyTransform):
-    """mmseg `PhotoMetricDistortion` on the BGR uint8 crop (SPEC §8), every step truncated to uint8.
+    """mmseg `PhotoMetricDistortion` on the BGR uint8 crop (docs/reproduction.md#augmentation), every step
+    truncated to uint8.
 
     Order: (1) brightness +U(-32, 32); (2) mode = randint(2), contrast ×U(0.5, 1.5) here when mode is 1;
     (3) saturation: S ×U(0.5, 1.5) in OpenCV's HSV; (4) hue: H + randint(-18, 18) mod 180 (delta in [-18, 17],
@@ -241,7 +235,10 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
         **params: Any,
     ) -> np.ndarray:
         if img.dtype != np.uint8:
-            raise TypeError(f"PhotoMetricDistortion expects the uint8 BGR image (SPEC §8), got {img.dtype}")
+            raise TypeError(
+                f"PhotoMetricDistortion expects the uint8 BGR image (mmseg distorts before normalising), "
+                f"got {img.dtype}"
+            )
         if brightness is not None:
             img = cv2.LUT(img, _affine_lut(1.0, brightness))
         if contrast_first is not None:
@@ -264,13 +261,14 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
 
 
 class NormalizeToRGB(A.ImageOnlyTransform):
-    """mmseg's data preprocessor: BGR -> RGB, float32, (x - mean) / std with the RGB statistics (SPEC §8)."""
+    """mmseg's data preprocessor: BGR -> RGB, float32, (x - mean) / std with the RGB statistics
+    (docs/reproduction.md#augmentation)."""
 
     def __init__(self, p: float = 1.0) -> None:
         super().__init__(p=p)
 
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
-        return normalize_image(img)
+        return normalize(img, bgr=True)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ()
@@ -285,7 +283,7 @@ def build_train_transform(
     photometric: bool = True,
     seed: int | Sequence[int] | None = None,
 ) -> A.Compose:
-    """mmseg's cityscapes_1024x1024 training pipeline (SPEC §8), step for step.
+    """mmseg's cityscapes_1024x1024 training pipeline (docs/reproduction.md#augmentation), step for step.
 
     RandomResize -> CatMaxRandomCrop -> HorizontalFlip -> PhotoMetricDistortion (BGR uint8) ->
     NormalizeToRGB -> pad bottom/right to `crop_size` with image 0 (after normalising) and label 255.
@@ -316,7 +314,8 @@ def build_train_transform(
 
 
 def build_test_transform(scale: Sequence[int] = (2048, 1024)) -> A.Compose:
-    """mmseg's test pipeline (SPEC §9): keep-ratio resize of the image into `scale`, then normalise.
+    """mmseg's test pipeline (docs/reproduction.md#test-time): keep-ratio resize of the image into `scale`,
+    then normalise.
 
     The label (if given as `mask`) is left at its original resolution, and nothing is padded.
     """

@@ -1,7 +1,7 @@
-"""BiSeNetV2 backbone, block by block as mmseg v0.x builds it (SPEC §2, §3).
+"""BiSeNetV2 backbone, block by block as mmseg v0.x builds it (docs/reproduction.md#network).
 
 Every block builds its conv-BN-ReLU parts with plain BatchNorm2d + ReLU whatever the caller wants:
-in mmseg the backbone's `norm_cfg` never reaches its blocks (SPEC §3, §14.2), so the released
+in mmseg the backbone's `norm_cfg` never reaches its blocks (docs/reproduction.md#network), so the released
 checkpoints were trained with per-GPU BN in the backbone. We make that explicit instead of accepting
 a norm argument that would be ignored.
 """
@@ -24,7 +24,7 @@ from bisenet_pl.models.layers import (
 
 
 class DetailBranch(nn.Module):
-    """Wide, shallow branch: 8 CBR 3x3 convs, stride 8 (SPEC §3.1).
+    """Wide, shallow branch: 8 CBR 3x3 convs, stride 8 (docs/reproduction.md#network).
 
     Stage 0 has two convs, every later stage three; the first conv of each stage has stride 2.
     """
@@ -47,7 +47,7 @@ class DetailBranch(nn.Module):
 
 
 class StemBlock(nn.Module):
-    """Semantic-branch stem, stride 4 (SPEC §3.3).
+    """Semantic-branch stem, stride 4 (docs/reproduction.md#network).
 
     The concatenation order is [left conv branch, right max-pool branch]; swapping it would still
     give 2x channels and silently break loading of released weights, so it is tested.
@@ -71,7 +71,7 @@ class StemBlock(nn.Module):
 
 
 class GELayer(nn.Module):
-    """Gather-and-Expansion layer (SPEC §3.4); `mid = in_channels * exp_ratio`.
+    """Gather-and-Expansion layer (docs/reproduction.md#network); `mid = in_channels * exp_ratio`.
 
     stride 1: `dwconv = [CBR 3x3 groups=in, in->mid]`: a *grouped* conv with depth multiplier
     `exp_ratio`, not a true depthwise conv, and it keeps its ReLU. Identity shortcut.
@@ -116,7 +116,7 @@ class GELayer(nn.Module):
 
 
 class CEBlock(nn.Module):
-    """Context Embedding block (SPEC §3.5).
+    """Context Embedding block (docs/reproduction.md#network).
 
     `gap` = global average pool + a plain BatchNorm2d (key `gap.1.*`, no act); `conv_gap` CBR 1x1;
     broadcast-add to the input; `conv_last` CBR 3x3 (mmseg adds BN+ReLU where the paper has a bare conv).
@@ -159,7 +159,7 @@ class CEBlock(nn.Module):
 
 
 class SemanticBranch(nn.Module):
-    """Narrow, deep branch (SPEC §3.2): stem (1/4), GE stages (1/8, 1/16, 1/32), CEBlock.
+    """Narrow, deep branch (docs/reproduction.md#network): stem (1/4), GE stages (1/8, 1/16, 1/32), CEBlock.
 
     Returns the outputs of every stage and of the CEBlock (5 tensors for 4 channel entries): the
     first four feed the aux heads, the last only the BGA layer.
@@ -176,7 +176,7 @@ class SemanticBranch(nn.Module):
                 stage: nn.Module = StemBlock(in_channels, ch)
             else:
                 prev = channels[i - 1]
-                # the last stage has 4 GE layers, the others 2 (SPEC §3.2)
+                # the last stage has 4 GE layers, the others 2 (docs/reproduction.md#network)
                 n_extra = 3 if i == len(channels) - 1 else 1
                 stage = nn.Sequential(
                     GELayer(prev, ch, exp_ratio, stride=2),
@@ -197,7 +197,8 @@ class SemanticBranch(nn.Module):
 
 
 class BGALayer(nn.Module):
-    """Bilateral Guided Aggregation (SPEC §3.6). `x_d`: detail (1/8), `x_s`: CEBlock output (1/32).
+    """Bilateral Guided Aggregation (docs/reproduction.md#network). `x_d`: detail (1/8), `x_s`: CEBlock
+    output (1/32).
 
     The order of operations matters and is mmseg's, not the paper figure's:
     - fuse_1 = detail_dwconv(x_d) * sigmoid(resize(semantic_conv(x_s)))  (resize BEFORE sigmoid);
@@ -240,9 +241,9 @@ class BGALayer(nn.Module):
 class BiSeNetV2(nn.Module):
     """mmseg's BiSeNetV2 backbone: `detail`, `semantic`, `bga`.
 
-    `forward(x)` returns a tuple of 5 maps in SPEC §2's order:
+    `forward(x)` returns a tuple of 5 maps in docs/reproduction.md#network's order:
     (BGA out 1/8, stem 1/4, stage2 1/8, stage3 1/16, stage4 1/32 *before* the CEBlock).
-    Every stride-2 op gives ceil(n/2), so any input size works (SPEC §2).
+    Every stride-2 op gives ceil(n/2), so any input size works (docs/reproduction.md#network).
 
     `detail_channels[-1]`, `semantic_channels[-1]` and `bga_channels` must be equal: mmseg's BGA layer
     takes a single channel count for both inputs and its output.
@@ -269,7 +270,8 @@ class BiSeNetV2(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """The backbone's default init_cfg (SPEC §6): Kaiming fan_out on every Conv2d, BN 1/0.
+        """The backbone's default init_cfg (docs/reproduction.md#init): Kaiming fan_out on every Conv2d, BN
+        1/0.
 
         This repeats what each ConvModule did at construction and also covers the BGA's biased
         pointwise convs and the CEBlock's plain BN.

@@ -1,7 +1,8 @@
-"""MACs and parameter counts, as mmseg's `get_flops.py` reports them (SPEC §12, §13).
+"""MACs and parameter counts, as mmseg's `get_flops.py` reports them (docs/reproduction.md#speed).
 
 mmseg's tool (mmengine's FlopAnalyzer, i.e. fvcore's op handles) counts one multiply-add as one
-"FLOP", so its "GFLOPs" are GMACs (SPEC §14.9). It removes the aux heads, runs the model in eval mode
+"FLOP", so its "GFLOPs" are GMACs (docs/reproduction.md#speed). It removes the aux heads, runs the model
+in eval mode
 and counts backbone + decode head without the final upsample. This module reproduces that count
 with forward hooks and fvcore's per-op formulas, so fvcore is not needed at run time:
 
@@ -68,7 +69,7 @@ def _parts(name: str) -> list[str]:
 
 @torch.no_grad()
 def count_macs(model: nn.Module, input_shape: Sequence[int] = (1, 3, 512, 1024)) -> dict[str, Any]:
-    """Count multiply-accumulates of one forward pass as mmseg's get_flops does (SPEC §13.2).
+    """Count multiply-accumulates of one forward pass as mmseg's get_flops does (docs/reproduction.md#speed).
 
     For a model with `forward_logits` (a Segmentor), that method is counted: backbone + decode
     head, no aux heads, no final upsample. Any other module is counted through its `forward`.
@@ -130,7 +131,7 @@ def _n_params(module: nn.Module) -> int:
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Parameter counts (BN running stats excluded), SPEC §13.1.
+    """Parameter counts (BN running stats excluded), docs/reproduction.md#speed
 
     Always: `total` and one entry per top-level child. For a Segmentor also `detail`, `semantic`,
     `bga`, `aux_heads` (sum), `aux_head_0..3`, `inference` (backbone + decode head: 3,358,883 for the

@@ -1,4 +1,4 @@
-"""FCNHead: the decode head and the four auxiliary ("booster") heads (SPEC §4)."""
+"""FCNHead: the decode head and the four auxiliary ("booster") heads (docs/reproduction.md#heads)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from bisenet_pl.models.layers import ConvBNAct
 
 
 class FCNHead(nn.Module):
-    """`convs` (num_convs x CBR 3x3) -> Dropout2d -> `conv_seg` (1x1 with bias) (SPEC §4).
+    """`convs` (num_convs x CBR 3x3) -> Dropout2d -> `conv_seg` (1x1 with bias) (docs/reproduction.md#heads).
 
     The head takes ONE feature map (the segmentor picks it by index) and returns logits at that map's
     resolution; upsampling belongs to the loss and to inference.
@@ -22,12 +22,12 @@ class FCNHead(nn.Module):
         channels: channels of every conv in `convs`.
         num_convs: 1 for the decode head, 2 for the aux heads (must be >= 1).
         num_classes: output channels of `conv_seg`.
-        dropout: Dropout2d probability before `conv_seg` (0.1 for all five heads, SPEC §4, §14.5).
+        dropout: Dropout2d probability before `conv_seg` (0.1 for all five heads, docs/reproduction.md#heads).
         conv_seg_std: std of the Normal(0, std) init of `conv_seg` (bias 0); `None` keeps PyTorch's
             default Conv2d init. mmseg's decode head gets Normal(0, 0.01); the aux heads keep PyTorch's
             default because mmseg holds them in a plain `nn.ModuleList`, which has no `init_weights`,
             so BaseModule's recursive init never reaches them and their Normal init_cfg is never
-            applied (SPEC §6).
+            applied (docs/reproduction.md#init).
     """
 
     def __init__(
@@ -55,8 +55,16 @@ class FCNHead(nn.Module):
             *[ConvBNAct(in_channels if i == 0 else channels, channels, kernel_size) for i in range(num_convs)]
         )
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The `convs` output: what the classifier sees (an accelerated path may run it in bf16)."""
+        return self.convs(x)
+
+    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        """Dropout (identity in eval) and the 1x1 classifier `conv_seg`."""
+        return self.conv_seg(self.dropout(feats))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_seg(self.dropout(self.convs(x)))
+        return self.classify(self.features(x))
 
     def fuse(self) -> None:
         """Fold the BNs of `convs` into their convs (inference only)."""

@@ -2,7 +2,7 @@
 
 The sub-module names (`conv`, `bn`, `activate`, `depthwise_conv`, `pointwise_conv`) are mmcv's
 ConvModule / DepthwiseSeparableConvModule names, so that our state-dict keys are mmseg's keys
-(SPEC §3 conventions) and released mmseg checkpoints load without renaming inside the network.
+(docs/reproduction.md#network) and released mmseg checkpoints load without renaming inside the network.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 
 def kaiming_init_(conv: nn.Conv2d) -> None:
-    """mmcv's `kaiming_init` defaults (SPEC §6): normal, mode fan_out, relu gain, a=0, bias 0.
+    """mmcv's `kaiming_init` defaults (docs/reproduction.md#init): normal, mode fan_out, relu gain, a=0, bias
+    0.
 
     PyTorch's fan_out of a grouped conv is `out_channels * k * k` (not divided by groups), which is
     what mmcv uses too, so depthwise convs get the same std formula as dense ones.
@@ -25,7 +26,7 @@ def kaiming_init_(conv: nn.Conv2d) -> None:
 
 
 def constant_init_bn_(bn: nn.BatchNorm2d) -> None:
-    """BN weight 1, bias 0 (SPEC §6); running stats keep PyTorch's 0/1 start."""
+    """BN weight 1, bias 0 (docs/reproduction.md#init); running stats keep PyTorch's 0/1 start."""
     nn.init.ones_(bn.weight)
     nn.init.zeros_(bn.bias)
 
@@ -67,13 +68,14 @@ def fold_bn_into_conv(conv: nn.Conv2d, bn: _BatchNorm) -> nn.Conv2d:
 class ConvBNAct(nn.Module):
     """Conv2d, then optional BatchNorm2d (`bn`), then optional in-place ReLU (`activate`).
 
-    mmcv's ConvModule with `bias='auto'`: the conv has a bias only when no norm follows it (SPEC §3).
+    mmcv's ConvModule with `bias='auto'`: the conv has a bias only when no norm follows it
+    (docs/reproduction.md#network).
     Absent parts are not registered at all (no `bn` / `activate` attribute keys in the state dict),
     exactly like ConvModule.
 
     Args:
         in_channels, out_channels, kernel_size, stride, groups: the conv's.
-        padding: defaults to `kernel_size // 2` (SPEC §3: "Padding is k//2").
+        padding: defaults to `kernel_size // 2` (docs/reproduction.md#network: "Padding is k//2").
         norm: add a BatchNorm2d (PyTorch defaults: eps 1e-5, momentum 0.1).
         act: add a ReLU(inplace=True).
     """
@@ -114,7 +116,7 @@ class ConvBNAct(nn.Module):
         return hasattr(self, "activate")
 
     def reset_parameters(self) -> None:
-        """ConvModule.init_weights (SPEC §6): Kaiming fan_out for the conv, BN 1/0."""
+        """ConvModule.init_weights (docs/reproduction.md#init): Kaiming fan_out for the conv, BN 1/0."""
         kaiming_init_(self.conv)
         if self.with_norm:
             constant_init_bn_(self.bn)
@@ -139,7 +141,7 @@ class DepthwiseSeparableConv(nn.Module):
 
     Each half is a ConvBNAct with its own norm/act switches, because BiSeNetV2 uses two variants:
     GE-layer shortcuts are CB + CB (no act), the BGA's are depthwise CB + pointwise conv *with bias*,
-    no BN, no act (SPEC §3.4, §3.6).
+    no BN, no act (docs/reproduction.md#network).
     """
 
     def __init__(

@@ -1,10 +1,12 @@
-"""Segmentor = BiSeNetV2 backbone + FCN decode head + 4 FCN aux heads (mmseg's EncoderDecoder, SPEC §2).
+"""Segmentor = BiSeNetV2 backbone + FCN decode head + 4 FCN aux heads (mmseg's EncoderDecoder,
+docs/reproduction.md#network).
 
 A plain nn.Module: no Lightning, Hydra or file access, so it can be built, exported and tested alone.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,13 +23,14 @@ class Segmentor(nn.Module):
 
     Forward contract:
     - train mode: `(decode_logits, [aux_logits x 4])`, each at its own input's resolution (the loss
-      upsamples them to label size, SPEC §5.1); the list is empty without aux heads.
+      upsamples them to label size, docs/reproduction.md#loss); the list is empty without aux heads.
     - eval mode: decode logits bilinearly upsampled to the input's H, W (`align_corners` as given,
-      False for mmseg): mmseg's first resize in `whole` inference (SPEC §9).
+      False for mmseg): mmseg's first resize in `whole` inference (docs/reproduction.md#test-time).
     - `forward_logits(x)`: decode logits at 1/8 in any mode (FLOP counting, fast inference).
 
-    State-dict keys are mmseg's with `auxiliary_head.` renamed to `aux_heads.` (SPEC §3, §4).
-    All parameters are initialised here as mmseg's Runner leaves them (SPEC §6); in particular the
+    State-dict keys are mmseg's with `auxiliary_head.` renamed to `aux_heads.` (docs/reproduction.md#network).
+    All parameters are initialised here as mmseg's Runner leaves them (docs/reproduction.md#init); in
+    particular the
     aux heads' `conv_seg` keeps PyTorch's default init (see `FCNHead`).
     """
 
@@ -74,11 +77,11 @@ class Segmentor(nn.Module):
             bga_channels=bga_channels,
             align_corners=align_corners,
         )
-        # decode head: in_index 0, one conv, Normal(0, 0.01) conv_seg (SPEC §4, §6)
+        # decode head: in_index 0, one conv, Normal(0, 0.01) conv_seg (docs/reproduction.md#heads)
         self.decode_head = FCNHead(
             bga_channels, decode_channels, num_convs=1, num_classes=num_classes, dropout=head_dropout
         )
-        # aux heads: in_index 1..4, two convs, PyTorch-default conv_seg (SPEC §4, §6, §14.5)
+        # aux heads: in_index 1..4, two convs, PyTorch-default conv_seg (docs/reproduction.md#heads)
         self.aux_heads = nn.ModuleList()
         if aux_heads:
             for in_ch, ch in zip(semantic_channels, aux_channels, strict=True):
@@ -103,6 +106,10 @@ class Segmentor(nn.Module):
         """Decode-head logits at 1/8 of the input (no upsample), in any mode."""
         return self.decode_head(self.backbone(x)[0])
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The decode head's features before its classifier (`decode_head.classify` maps them to logits)."""
+        return self.decode_head.features(self.backbone(x)[0])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         feats = self.backbone(x)
         logits = self.decode_head(feats[0])
@@ -111,10 +118,39 @@ class Segmentor(nn.Module):
             return logits, aux
         return self.resize(logits, x.shape[2:])
 
+    def inference_copy(self, fuse: bool = True) -> Segmentor:
+        """A deep copy for inference: eval mode, no aux heads (11 of the 15 M parameters, unused at
+        inference), BN folded into the convs if `fuse`. The original stays trainable and savable."""
+        net = copy.deepcopy(self).eval()
+        net.aux_heads = nn.ModuleList()
+        if fuse:
+            net.fuse()
+        return net
+
+    def heavy_modules(self) -> dict[str, bool]:
+        """Sub-module paths worth running in reduced precision, each with whether it hands fp32 back.
+
+        They carry 91 % of the MACs: the detail branch after its first conv (the first conv sees the raw
+        image: 1 % of the MACs but the most rounding-sensitive layer), the BGA's final 3x3 conv and the
+        decode head's 3x3 convs. The semantic branch (many small, depthwise layers: 6 % of the MACs but,
+        rounded, half of bf16's argmax flips), the BGA's gating and the classifier stay fp32. The paths
+        are derived from the modules themselves, so renaming a layer cannot silently break the fast path.
+        """
+        names = {id(m): name for name, m in self.named_modules()}
+        detail = self.backbone.detail.detail_branch
+        first_stage = detail[0]
+        heavy: dict[str, bool] = {names[id(m)]: False for m in list(first_stage)[1:]}
+        for i, stage in enumerate(list(detail)[1:], start=1):
+            heavy[names[id(stage)]] = i == len(detail) - 1
+        heavy[names[id(self.backbone.bga.conv)]] = True
+        heavy[names[id(self.decode_head.convs)]] = True
+        return heavy
+
     def sync_bn_heads(self) -> Segmentor:
         """Convert the heads' BN to SyncBatchNorm, leaving the backbone's plain BN; returns self.
 
-        This is mmseg's actual setup (SPEC §10, §14.2): the config's SyncBN reaches only the heads,
+        This is mmseg's actual setup (docs/reproduction.md#schedule): the config's SyncBN reaches only the
+        heads,
         the backbone's blocks build plain per-GPU BN. Lightning's `sync_batchnorm=True` would convert
         the backbone too, so call this instead (multi-GPU DDP only: SyncBatchNorm needs CUDA there).
         State-dict keys and values are unchanged.

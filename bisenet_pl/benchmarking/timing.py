@@ -1,0 +1,104 @@
+"""Timing as mmseg's `tools/benchmark.py` does: the full predict path of one image per call (network,
+the x8 bilinear upsample, argmax, labels copied to the host), warm-up calls excluded, the device
+synchronised around each call; fps = calls / total time."""
+
+from __future__ import annotations
+
+import resource
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bisenet_pl.inference.modes import InferenceConfig, predict_labels
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_predict_fn(
+    net: Callable[[torch.Tensor], torch.Tensor], device: torch.device, fast_argmax: bool
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One timed unit: the full predict path of one image, its labels on the host (as mmseg times it)."""
+    cfg = InferenceConfig()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return predict_labels(net, x, None, cfg, fast_argmax=fast_argmax).cpu()
+
+    return run
+
+
+def time_calls(
+    fn: Callable[[torch.Tensor], Any],
+    inputs: Sequence[torch.Tensor],
+    warmup: int,
+    repeats: int,
+    device: torch.device,
+) -> list[float]:
+    """Seconds per call of `repeats` timed calls after `warmup` untimed ones, cycling through `inputs`."""
+    i = 0
+    for _ in range(warmup):
+        fn(inputs[i % len(inputs)])
+        i += 1
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        x = inputs[i % len(inputs)]
+        i += 1
+        synchronize(device)
+        t0 = time.perf_counter()
+        fn(x)
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolation percentile (numpy's default), without numpy."""
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    pos = (len(s) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def summarize(times: Sequence[float]) -> dict[str, float]:
+    """fps as mmseg computes it (repeats / total), latency median/p50/p90/min/mean in ms."""
+    return {
+        "fps": len(times) / sum(times) if times else float("nan"),
+        "latency_ms_p50": 1000 * percentile(times, 50),
+        "latency_ms_p90": 1000 * percentile(times, 90),
+        "latency_ms_min": 1000 * min(times) if times else float("nan"),
+        "latency_ms_mean": 1000 * statistics.fmean(times) if times else float("nan"),
+    }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def command_line(argv: Sequence[str] | None = None, module: str | None = None) -> str:
+    """The command as typed: `python -m <module> args...`, or `python <script> args...`."""
+    args = list(sys.argv if argv is None else argv)
+    if module:
+        prog = f"-m {module}"
+    else:
+        prog = args[0]
+        with_repo = Path(prog).resolve()
+        try:
+            prog = with_repo.relative_to(Path.cwd()).as_posix()
+        except ValueError:
+            pass
+    return "python " + " ".join([prog, *(shlex.quote(a) for a in args[1:])])

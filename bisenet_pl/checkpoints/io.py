@@ -1,0 +1,129 @@
+"""Bytes on disk: atomic writes that a kill cannot truncate, and loads that never run code from a file.
+
+Every read is `torch.load(..., map_location="cpu", weights_only=True)`; every failure becomes one
+`CheckpointError` whose message names the file.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bisenet_pl.errors import CheckpointError
+
+
+def plain(value: Any, where: str) -> Any:
+    """Copy `value` as plain containers (tuples -> lists) or raise: files must load weights_only."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, list | tuple):
+        return [plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str | int):
+                raise TypeError(f"{where}: key {k!r} is not a str or int")
+            out[k] = plain(v, f"{where}[{k!r}]")
+        return out
+    raise TypeError(
+        f"{where} is a {type(value).__name__}; checkpoints hold only plain containers "
+        "(dict/list/str/int/float/bool/None) and tensors, so they load with weights_only=True"
+    )
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """`torch.save` that never leaves a partial file at `path`.
+
+    The bytes go to a temporary file in the destination folder (same filesystem, so the rename is
+    atomic), are flushed and fsync'ed, and the file is then renamed over `path` with `os.replace`: a
+    kill at any moment leaves the old file or the new one, never a truncated one, and no stray copy.
+    Lightning's own writer stages through the system temp folder, which on a cluster is another
+    filesystem than the run folder, where the final move is a non-atomic copy.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp makes 0600 files; a checkpoint gets the usual permissions (0666 minus the umask), so
+        # collaborators on a shared cluster filesystem can read it as they could any other file.
+        os.chmod(tmp_name, 0o666 & ~_current_umask())
+        os.replace(tmp_name, path)
+        tmp_name = None
+    finally:
+        if tmp_name is not None and os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return path
+
+
+def _describe_magic(head: bytes) -> str | None:
+    """A human name for a few common non-checkpoint file types, from their first bytes."""
+    magics = {
+        b"\x89PNG": "a PNG image",
+        b"\xff\xd8\xff": "a JPEG image",
+        b"\x1f\x8b": "a gzip archive",
+        b"%PDF": "a PDF document",
+        b"GIF8": "a GIF image",
+    }
+    for magic, name in magics.items():
+        if head.startswith(magic):
+            return name
+    return None
+
+
+def safe_load(path: Path) -> Any:
+    """`torch.load(weights_only=True)` with every failure turned into one readable CheckpointError."""
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a checkpoint file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    if not head:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): not a PyTorch checkpoint")
+    kind = _describe_magic(head)
+    if kind is not None:
+        raise CheckpointError(f"{path} is {kind}, not a PyTorch checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        if "Unsupported global" in msg:
+            marker = "GLOBAL "
+            start = msg.find(marker)
+            what = msg[start + len(marker) :].split(" ", 1)[0] if start >= 0 else "a Python object"
+            raise CheckpointError(
+                f"{path} is not a plain checkpoint: unpickling it would have to create {what} "
+                "(i.e. run code from the file), and it will not be unpickled, for safety. "
+                "Only tensors and plain containers are accepted (torch.load(weights_only=True)). If you "
+                "trust the file, re-save just its weights, e.g. "
+                "torch.save({'state_dict': ckpt['state_dict']}, 'weights.pth')."
+            ) from None
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (or it is corrupt): it could not be read as one"
+        ) from None
+    except Exception as e:  # torch/zipfile/pickle raise many types for a bad file; none may escape
+        reason = "it is truncated or corrupt" if head.startswith(b"PK") else "it could not be read as one"
+        if isinstance(e, OSError) and e.strerror:
+            reason = e.strerror
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {reason}") from None

@@ -1,0 +1,20 @@
+"""What the commands share: Hydra glue (resolvers, the sweep summary), readable errors, environment
+hygiene. Only the entry points (`bisenet_pl.train`, `.evaluate`, ...) import this package."""
+
+from bisenet_pl.cli.common import (
+    CONFIG_PATH,
+    hydra_output_dir,
+    instantiate_dict,
+    print_error,
+    quiet_environment,
+    readable_errors,
+)
+
+__all__ = [
+    "CONFIG_PATH",
+    "hydra_output_dir",
+    "instantiate_dict",
+    "print_error",
+    "quiet_environment",
+    "readable_errors",
+]

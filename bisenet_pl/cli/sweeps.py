@@ -1,0 +1,136 @@
+"""After a Hydra multirun: one table of every job's overrides and final mIoU.
+
+A Hydra callback (registered in `conf/hydra/default.yaml`), so it runs once in the launching process
+after all jobs have finished, whatever the launcher (basic, submitit local or SLURM) or sweeper (basic,
+Optuna). It reads what each job wrote into its own folder (`results.json`, `.hydra/overrides.yaml`), so
+a job that failed or is still requeued shows up as such instead of being silently missing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("job", "overrides", "mIoU", "aAcc", "global_step", "status")
+#: The CSV also keeps every job's full command-line overrides.
+CSV_COLUMNS = (*COLUMNS, "all_overrides")
+
+
+def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per job folder (`<sweep dir>/<job num>/`), sorted by job number."""
+    rows = []
+    sweep_dir = Path(sweep_dir)
+    jobs = sorted(
+        (p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
+    )
+    per_job = []
+    for job in jobs:
+        overrides_file = job / ".hydra" / "overrides.yaml"
+        per_job.append(
+            list(yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else []
+        )
+    # What the sweep varied: the overrides not shared by every job (all of them for a one-job sweep).
+    shared = set.intersection(*(set(o) for o in per_job)) if len(per_job) > 1 else set()
+    for job, overrides in zip(jobs, per_job, strict=True):
+        row: dict[str, Any] = {
+            "job": int(job.name),
+            "overrides": " ".join(o for o in overrides if o not in shared),
+            "all_overrides": " ".join(overrides),
+            "status": "no results",
+        }
+        results_file = job / "results.json"
+        if results_file.is_file():
+            payload = json.loads(results_file.read_text())
+            res = payload.get("results", {})
+            row.update(
+                mIoU=res.get("mIoU"),
+                aAcc=res.get("aAcc"),
+                global_step=payload.get("global_step"),
+                status="done",
+            )
+        rows.append(row)
+    return rows
+
+
+def write_summary(sweep_dir: str | Path, rows: list[dict[str, Any]]) -> tuple[Path, Path]:
+    """`summary.csv` and `summary.md` in the sweep folder."""
+    sweep_dir = Path(sweep_dir)
+    csv_path, md_path = sweep_dir / "summary.csv", sweep_dir / "summary.md"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k) for k in CSV_COLUMNS})
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row.get(k)) for k in COLUMNS) + " |")
+    md_path.write_text("\n".join(lines) + "\n")
+    return csv_path, md_path
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def print_summary(rows: list[dict[str, Any]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in COLUMNS:
+        table.add_column(col, justify="right" if col in ("job", "mIoU", "aAcc", "global_step") else "left")
+    best = max((r["mIoU"] for r in rows if isinstance(r.get("mIoU"), (int, float))), default=None)
+    for row in rows:
+        style = "bold green" if best is not None and row.get("mIoU") == best else None
+        table.add_row(*(_fmt(row.get(k)) for k in COLUMNS), style=style)
+    Console().print(table)
+
+
+class SweepSummary(Callback):
+    """Print and save the sweep's table when a multirun ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        rows = collect(sweep_dir)
+        if not rows:
+            return
+        csv_path, md_path = write_summary(sweep_dir, rows)
+        print_summary(rows, f"sweep {sweep_dir}")
+        log.info("sweep summary: %s, %s", csv_path, md_path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m bisenet_pl.cli.sweeps SWEEP_DIR`: (re)make the summary of a sweep folder, e.g. one whose
+    launching process was killed before the sweep ended (its jobs still wrote their folders)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bisenet_pl.cli.sweeps", description=main.__doc__)
+    parser.add_argument("sweep_dir", type=Path, help="outputs/train/multiruns/<date>_<time>_<us>")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        parser.error(f"{args.sweep_dir}: no such folder")
+    rows = collect(args.sweep_dir)
+    if not rows:
+        parser.error(f"{args.sweep_dir}: no job folders (0/, 1/, ...) in it")
+    csv_path, md_path = write_summary(args.sweep_dir, rows)
+    print_summary(rows, f"sweep {args.sweep_dir}")
+    print(f"written: {csv_path}, {md_path}")
+
+
+if __name__ == "__main__":
+    main()

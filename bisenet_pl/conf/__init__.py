@@ -1,1 +1,0 @@
-"""Hydra configs, shipped inside the package so installed copies find them (ECOSYSTEM §3.4)."""

@@ -1,0 +1,110 @@
+"""One way to get a `net` for the inference modes from what a user names on the command line: a
+checkpoint or an `.onnx` file, a backend (torch or onnxruntime), and an accelerated path.
+
+`evaluate`, `predict` and `benchmark` all call `load_net`, so a path measured by one is the path the
+others run.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bisenet_pl.checkpoints.meta import complete_meta
+from bisenet_pl.errors import ConfigError
+from bisenet_pl.inference.modes import Net
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnxruntime")
+PLAIN = "plain fp32 eager (unfused, NCHW)"
+
+
+@dataclass
+class LoadedNet:
+    """`net` (callable: normalised batch -> logits at its size), its readable `name`, the completed
+    `meta` (classes, palette, mean, std, ...), and the PyTorch `model` behind it (None for an ONNX
+    file)."""
+
+    net: Net
+    name: str
+    meta: dict[str, Any]
+    model: nn.Module | None = None
+    _tmp: Any = field(default=None, repr=False)
+
+
+def _model(source: str | Path | None, device: torch.device) -> nn.Module:
+    from bisenet_pl.checkpoints import load_model
+    from bisenet_pl.models import Segmentor
+
+    if source is None:
+        log.warning("no checkpoint given: using a freshly initialised model (random weights)")
+        return Segmentor(aux_heads=False).to(device).eval()
+    return load_model(source, device=device)
+
+
+def is_onnx(source: str | Path | None) -> bool:
+    return source is not None and str(source).endswith(".onnx")
+
+
+def load_net(
+    source: str | Path | None,
+    backend: str = "torch",
+    device: torch.device | str = "cpu",
+    fast: bool = False,
+    options: Any = None,
+    allow_compile: bool = False,
+    exporter: str = "torchscript",
+) -> LoadedNet:
+    """Build the net that runs `source` on `backend`.
+
+    Args:
+        source: our checkpoint, a training `.ckpt`, an mmseg `.pth`, an exported `.onnx`, or None for a
+            freshly initialised model (speed measurements only).
+        backend: "torch", or "onnxruntime" (an `.onnx` file as is, a PyTorch checkpoint exported first).
+        fast: the fastest path that keeps the accuracy guarantees (`accelerate.fastest_net`).
+        options: an explicit `accelerate.FastOptions` path instead (torch only).
+    """
+    device = torch.device(device)
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend={backend!r}: choose one of {', '.join(BACKENDS)}")
+    if is_onnx(source) and backend != "onnxruntime":
+        raise ConfigError(f"{source} is an exported ONNX file: add backend=onnxruntime to run it")
+    if backend == "onnxruntime":
+        from bisenet_pl.inference.onnx import OnnxNet, export_onnx
+
+        tmp = None
+        model = None
+        if is_onnx(source):
+            path = Path(str(source))
+        else:
+            model = _model(source, device)
+            tmp = tempfile.TemporaryDirectory()
+            path = export_onnx(model, Path(tmp.name) / "model.onnx", getattr(model, "meta", None), exporter)
+        onnx_net = OnnxNet(path, device=device)
+        meta = complete_meta(onnx_net.num_classes, onnx_net.meta)
+        return LoadedNet(onnx_net, OnnxNet.name, meta, model, tmp)
+
+    from bisenet_pl.inference.accelerate import FastNet, FastOptions, fastest_net
+
+    model = _model(source, device)
+    meta = complete_meta(int(getattr(model, "num_classes", 19)), getattr(model, "meta", None))
+    if fast:
+        net, name = fastest_net(model, device, allow_compile=allow_compile)
+        return LoadedNet(net, name, meta, model)
+    options = options or FastOptions()
+    if options == FastOptions():
+        return LoadedNet(model, PLAIN, meta, model)
+    try:
+        return LoadedNet(FastNet(model, options), options.name, meta, model)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+__all__ = ["BACKENDS", "PLAIN", "LoadedNet", "is_onnx", "load_net"]

@@ -1,0 +1,199 @@
+"""The one inference path: whole-image, sliding-window and multi-scale + flip, as mmseg runs them.
+
+Validation, test, evaluate, predict, benchmark and the ONNX backend all call `segment`, so a number
+measured in one is the number of the others (DESIGN.md). `net` is any callable mapping a normalised
+image batch (N,3,H,W) to logits at the same H,W: a `Segmentor` in eval mode (whose forward already does
+mmseg's first bilinear resize from 1/8 to the input size) or an ONNX Runtime session wrapper.
+
+What mmseg does (docs/reproduction.md#test-time), and therefore what we do:
+- `whole`: one pass over the image, logits resized (bilinear, align_corners=False) to the original
+  label size.
+- `slide`: windows of `crop_size` every `stride`, the last window of each row/column moved back inside
+  the image, window logits summed into place and divided by the per-pixel window count (v0.x
+  `slide_inference`), then resized to the original size.
+- ms + flip (`scales`, `flip`): each pass's image is the test image rescaled by a ratio (keep-ratio,
+  sizes `int(x * r + 0.5)`, cv2 bilinear on the uint8 image as mmcv's `imrescale` does), optionally
+  flipped; its scores are un-flipped, resized to the original size and soft-maxed; the probability
+  maps are averaged (v0.x `aug_test`). A single pass (one scale 1.0, no flip) returns logits instead of
+  probabilities: the argmax is the same and the logits are what the ONNX and fused paths are checked on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from bisenet_pl.data.preprocess import MEAN, STD, denormalize, normalize, resize_image
+
+Net = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class InferenceConfig:
+    """How to turn a network into per-pixel scores; the defaults are mmseg's Cityscapes test setting."""
+
+    mode: str = "whole"  # "whole" or "slide"
+    crop_size: tuple[int, int] = (1024, 1024)  # (h, w), slide only
+    stride: tuple[int, int] = (768, 768)  # (h, w), slide only
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    mean: tuple[float, float, float] = field(default=MEAN)
+    std: tuple[float, float, float] = field(default=STD)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("whole", "slide"):
+            raise ValueError(
+                f"inference mode must be 'whole' or 'slide' (msflip = scales + flip), got {self.mode!r}"
+            )
+        self.crop_size = tuple(int(v) for v in self.crop_size)  # type: ignore[assignment]
+        self.stride = tuple(int(v) for v in self.stride)  # type: ignore[assignment]
+        self.scales = tuple(float(s) for s in self.scales)
+        if not self.scales:
+            raise ValueError("inference needs at least one scale")
+
+    @property
+    def is_multi_pass(self) -> bool:
+        return self.flip or self.scales != (1.0,)
+
+    @classmethod
+    def from_mode(cls, mode: str, **overrides) -> InferenceConfig:
+        """`whole`, `slide` or `msflip` (mmseg's 6 ratios x flip, whole-image passes), plus overrides.
+
+        `msflip` with sliding windows: `InferenceConfig(mode="slide", scales=MS_SCALES, flip=True)`.
+        """
+        if mode == "msflip":
+            overrides.setdefault("scales", MS_SCALES)
+            overrides.setdefault("flip", True)
+            return cls(mode=overrides.pop("window", "whole"), **overrides)
+        return cls(mode=mode, **overrides)
+
+
+#: mmseg's Cityscapes TTA ratios (docs/reproduction.md#test-time).
+MS_SCALES: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+
+
+def rescaled_size(height: int, width: int, ratio: float) -> tuple[int, int]:
+    """mmcv `rescale_size` with a scale factor: `int(x * r + 0.5)` per side."""
+    return int(height * ratio + 0.5), int(width * ratio + 0.5)
+
+
+def resize_normalised(
+    image: torch.Tensor, size: tuple[int, int], mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
+    """Resize a normalised batch as mmseg resizes the uint8 image before normalising it.
+
+    mmseg rescales the decoded uint8 image with cv2 bilinear (fixed-point, rounded to uint8) and only then
+    normalises. Resizing the float tensor instead would differ by up to one grey level per pixel, so we
+    undo the normalisation (exact: the values came from uint8), resize with cv2, and normalise again.
+    """
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    out = [
+        torch.from_numpy(normalize(resize_image(rgb, size), mean, std))
+        for rgb in denormalize(image, mean, std)
+    ]
+    return torch.stack(out).permute(0, 3, 1, 2).contiguous().to(image.device, image.dtype)
+
+
+def _slide(net: Net, image: torch.Tensor, crop: tuple[int, int], stride: tuple[int, int]) -> torch.Tensor:
+    """v0.x `slide_inference`: overlapping windows, logits averaged where they overlap."""
+    n, _, h, w = image.shape
+    h_crop, w_crop = crop
+    h_stride, w_stride = stride
+    h_grids = max(h - h_crop + h_stride - 1, 0) // h_stride + 1
+    w_grids = max(w - w_crop + w_stride - 1, 0) // w_stride + 1
+    scores: torch.Tensor | None = None
+    count = torch.zeros((1, 1, h, w), device=image.device, dtype=torch.float32)
+    for hi in range(h_grids):
+        for wi in range(w_grids):
+            y2 = min(hi * h_stride + h_crop, h)
+            x2 = min(wi * w_stride + w_crop, w)
+            y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
+            logits = net(image[:, :, y1:y2, x1:x2]).float()
+            if scores is None:
+                scores = torch.zeros((n, logits.shape[1], h, w), device=image.device, dtype=torch.float32)
+            scores[:, :, y1:y2, x1:x2] += logits
+            count[:, :, y1:y2, x1:x2] += 1
+    assert scores is not None
+    return scores / count
+
+
+def _one_pass(net: Net, image: torch.Tensor, cfg: InferenceConfig) -> torch.Tensor:
+    if cfg.mode == "slide":
+        return _slide(net, image, cfg.crop_size, cfg.stride)
+    return net(image).float()
+
+
+def resize_scores(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear, align_corners=False: mmseg's resize to the original image size."""
+    if tuple(scores.shape[-2:]) == tuple(size):
+        return scores
+    return F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def segment(
+    net: Net,
+    image: torch.Tensor,
+    ori_size: tuple[int, int] | None = None,
+    cfg: InferenceConfig | None = None,
+) -> torch.Tensor:
+    """Per-pixel class scores (N,C,h,w) at `ori_size` (default: the image's own size).
+
+    Single pass: logits. Several passes (ratios and/or flip): the mean of the soft-maxed passes.
+    """
+    cfg = cfg or InferenceConfig()
+    size = tuple(ori_size) if ori_size is not None else tuple(image.shape[-2:])
+    if not cfg.is_multi_pass:
+        return resize_scores(_one_pass(net, image, cfg), size)  # type: ignore[arg-type]
+    h, w = image.shape[-2:]
+    total: torch.Tensor | None = None
+    passes = 0
+    for ratio in cfg.scales:
+        scaled = resize_normalised(image, rescaled_size(h, w, ratio), cfg.mean, cfg.std)
+        for flipped in (False, True) if cfg.flip else (False,):
+            x = scaled.flip(-1) if flipped else scaled
+            scores = _one_pass(net, x, cfg)
+            if flipped:
+                scores = scores.flip(-1)
+            probs = resize_scores(scores, size).softmax(dim=1)  # type: ignore[arg-type]
+            total = probs if total is None else total.add_(probs)
+            passes += 1
+    assert total is not None
+    return total.div_(passes)
+
+
+@torch.no_grad()
+def predict_labels(
+    net: Net,
+    image: torch.Tensor,
+    ori_size: tuple[int, int] | None = None,
+    cfg: InferenceConfig | None = None,
+    fast_argmax: bool = False,
+) -> torch.Tensor:
+    """Train-id map (N,h,w) int64: the argmax of `segment`.
+
+    `fast_argmax=True` (opt-in, same labels): when the upsample + argmax is a single bilinear resize of
+    the 1/8 logits, i.e. one `whole` pass with the image already at `ori_size` and a `net` that exposes
+    `forward_logits` (a `Segmentor`, a `FastNet` or a `LowResOnnxNet`), the labels come from
+    `bisenet_pl.inference.argmax.upsample_argmax`, which interpolates only at class boundaries. It equals
+    `segment(...).argmax(1)` up to exact ties. Any other case (slide, multi-scale/flip, a resized image,
+    an ONNX net) takes the full path.
+    """
+    cfg = cfg or InferenceConfig()
+    size = tuple(ori_size) if ori_size is not None else tuple(image.shape[-2:])
+    forward_logits = getattr(net, "forward_logits", None)
+    if (
+        fast_argmax
+        and callable(forward_logits)
+        and cfg.mode == "whole"
+        and not cfg.is_multi_pass
+        and size == tuple(image.shape[-2:])
+    ):
+        from bisenet_pl.inference.argmax import upsample_argmax
+
+        return upsample_argmax(forward_logits(image), size, bool(getattr(net, "align_corners", False)))
+    return segment(net, image, ori_size, cfg).argmax(dim=1)

@@ -1,0 +1,111 @@
+"""`Predictor`: the Python API for users, and what the predict CLI runs.
+
+    predictor = bisenet_pl.Predictor("model.ckpt", device="cpu", mode="whole")
+    mask = predictor("frankfurt_000000_000294_leftImg8bit.png")   # (H, W) uint8 train ids
+    rgb = predictor.colorize(mask)
+
+It reads any checkpoint `load_model` understands (ours, a training `.ckpt`, an mmseg `.pth`), applies
+mmseg's test preprocessing (keep-ratio resize into the test scale, normalise) and the one inference
+path, and returns the train-id map at the image's own size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bisenet_pl.data.cityscapes import PALETTE
+from bisenet_pl.data.preprocess import preprocess, read_rgb
+from bisenet_pl.hardware import resolve_device
+from bisenet_pl.inference.modes import InferenceConfig, Net, predict_labels, segment
+from bisenet_pl.inference.visualize import colorize, overlay
+
+ImageLike = np.ndarray | str | Path
+
+
+class Predictor:
+    """A trained model ready to segment images: load once, call on arrays or paths.
+
+    Args:
+        checkpoint: a checkpoint path (any format `load_model` reads) or an already-built `Segmentor`.
+        device: "cpu", "cuda", "cuda:1", or "auto".
+        mode: "whole" (mmseg's table), "slide", or "msflip" (6 ratios x flip).
+        fast: pick the fastest inference path this machine supports that keeps the accuracy guarantees
+            (see `bisenet_pl.inference.accelerate`); False runs the plain fp32 model, as mmseg does.
+        test_scale: the keep-ratio resize box (long, short); default from the checkpoint, else (2048, 1024).
+            None keeps the image's size.
+        **inference: `InferenceConfig` overrides (crop_size, stride, scales, flip).
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path | torch.nn.Module,
+        device: str = "cpu",
+        mode: str = "whole",
+        fast: bool = False,
+        test_scale: Sequence[int] | None | str = "checkpoint",
+        **inference: Any,
+    ) -> None:
+        from bisenet_pl.checkpoints import complete_meta, load_model
+
+        self.device = resolve_device(device)
+        if isinstance(checkpoint, torch.nn.Module):
+            self.model = checkpoint.to(self.device).eval()
+        else:
+            self.model = load_model(checkpoint, device=self.device)
+        num_classes = int(getattr(self.model, "config", {}).get("num_classes", len(PALETTE)))
+        self.meta: dict[str, Any] = complete_meta(num_classes, getattr(self.model, "meta", None))
+        if test_scale == "checkpoint":
+            test_scale = self.meta.get("test_scale") or (2048, 1024)
+        self.test_scale = tuple(test_scale) if test_scale is not None else None
+        self.cfg = InferenceConfig.from_mode(
+            mode, mean=tuple(self.meta["mean"]), std=tuple(self.meta["std"]), **inference
+        )
+        self.fast = fast
+        self.net: Net = self.model
+        self.path_name = "fp32 eager"
+        if fast:
+            from bisenet_pl.inference.accelerate import fastest_net
+
+            self.net, self.path_name = fastest_net(self.model, self.device)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def palette(self) -> list[list[int]]:
+        return [list(c) for c in self.meta["palette"]]
+
+    def _prepare(self, image: ImageLike) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(the normalised, test-scale-resized batch on the device, the image's own (H, W))."""
+        rgb = read_rgb(image) if isinstance(image, (str, Path)) else image
+        x = preprocess(rgb, self.test_scale, self.meta["mean"], self.meta["std"]).to(self.device)
+        return x, (int(rgb.shape[0]), int(rgb.shape[1]))
+
+    def scores(self, image: ImageLike) -> torch.Tensor:
+        """Class scores (1, C, H, W) at the image's size: logits (one pass) or mean probabilities."""
+        x, size = self._prepare(image)
+        return segment(self.net, x, size, self.cfg)
+
+    def __call__(self, image: ImageLike) -> np.ndarray:
+        """The train-id map (H, W) uint8 of an RGB uint8 array or an image path.
+
+        Goes through `predict_labels`; with `fast=True` its exact cheap upsample + argmax is used
+        where it applies (one whole-image pass at the image's own size).
+        """
+        x, size = self._prepare(image)
+        labels = predict_labels(self.net, x, size, self.cfg, fast_argmax=self.fast)
+        return labels[0].to(torch.uint8).cpu().numpy()
+
+    def colorize(self, mask: np.ndarray) -> np.ndarray:
+        """The official-palette RGB picture of a train-id map."""
+        return colorize(mask, self.palette)
+
+    def overlay(self, image: ImageLike, mask: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+        rgb = read_rgb(image) if isinstance(image, (str, Path)) else image
+        return overlay(rgb, mask, opacity, self.palette)

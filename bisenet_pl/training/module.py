@@ -1,0 +1,197 @@
+"""SegmentationModule: mmseg's BiSeNetV2 training recipe as a LightningModule.
+
+The module knows nothing of paths: it gets a network, a loss and plain hyper-parameters, and
+hands batches through them. Everything in a Lightning checkpoint it writes is a plain container or a
+tensor, so `torch.load(..., weights_only=True)` reads it (docs/libraries.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from bisenet_pl.data.cityscapes import CLASSES, MEAN, PALETTE, STD
+from bisenet_pl.evaluation.metrics import SegmentationMetric
+from bisenet_pl.inference.modes import InferenceConfig, segment
+from bisenet_pl.training.schedules import build_warmup_poly_scheduler
+
+log = logging.getLogger(__name__)
+
+
+class SegmentationModule(pl.LightningModule):
+    """Train/validate/test a `Segmentor` with mmseg's SGD + warm-up x poly recipe (docs/reproduction.md#loss).
+
+    Args:
+        model: the network (a `Segmentor`); the LightningModule holds it as `self.model`, so the
+            Lightning checkpoint's keys are `model.<mmseg-style key>`.
+        loss: a `MultiHeadLoss` taking `[decode, aux0..aux3]` logits and the label.
+        lr, momentum, weight_decay: SGD, weight decay on every parameter (BN and biases included), as mmseg.
+        warmup_steps, warmup_ratio, power, min_lr, lr_style, max_steps: the schedule, stepped every iteration.
+        sync_bn_heads: SyncBN in the heads only, and only on GPU with more than one process
+        (docs/reproduction.md#bn).
+        inference: `InferenceConfig` fields for validation and test (whole image by default).
+        class_names: names for the per-class metrics; Cityscapes' 19 by default.
+        test_scale: the data's keep-ratio test resize, stored in checkpoints so `Segmenter` reuses it.
+        channels_last: NHWC memory format for the network and its inputs: the same arithmetic, faster
+            convolutions on recent CPUs (oneDNN) and on tensor-core GPUs under AMP; off as in mmseg.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        lr: float = 0.05,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        warmup_steps: int = 1000,
+        warmup_ratio: float = 0.1,
+        power: float = 0.9,
+        min_lr: float = 1e-4,
+        lr_style: str = "mmcv",
+        max_steps: int = 160000,
+        sync_bn_heads: bool = True,
+        inference: dict[str, Any] | None = None,
+        class_names: Sequence[str] | None = None,
+        test_scale: Sequence[int] | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss
+        self.class_names = list(class_names or CLASSES)
+        self.inference_cfg = InferenceConfig(**dict(inference or {}))
+        # Plain values only: checkpoints must stay loadable with weights_only=True.
+        self.save_hyperparameters(ignore=["model", "loss"])
+        self.val_metric = SegmentationMetric(num_classes=len(self.class_names))
+        self.test_metric = SegmentationMetric(num_classes=len(self.class_names))
+        #: The last test's full results (per-class IoU and Acc), read by the entry points.
+        self.test_results: dict[str, Any] | None = None
+        self.val_results: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        """Convert the heads' BN to SyncBN before DDP wraps the model, as mmseg's config does.
+
+        Lightning's own `sync_batchnorm` would also convert the backbone, which mmseg never syncs (its
+        norm_cfg does not reach the backbone's blocks, docs/reproduction.md#network). SyncBN needs GPUs and
+        several processes
+        (docs/libraries.md), so anywhere else the heads keep plain BN, which has the same state dict.
+        """
+        trainer = self.trainer
+        if not (self.hparams.sync_bn_heads and stage == "fit" and trainer.world_size > 1):
+            return
+        if trainer.accelerator.__class__.__name__ != "CUDAAccelerator":
+            log.info("sync_bn_heads: not on CUDA GPUs, heads keep per-process BN")
+            return
+        self.model.sync_bn_heads()
+        log.info("sync_bn_heads: decode and auxiliary heads use SyncBatchNorm; the backbone does not")
+
+    # ------------------------------------------------------------------ train
+    def on_fit_start(self) -> None:
+        if self.hparams.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def _input(self, image: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            return image.contiguous(memory_format=torch.channels_last)
+        return image
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model(self._input(image))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        image, label = self._input(batch["image"]), batch["label"]
+        decode, aux = self.model(image)
+        losses = self.loss_fn([decode, *aux], label)
+        batch_size = image.shape[0]
+        for name, value in losses.items():
+            key = "train/loss" if name == "total" else f"train/loss_{name}"
+            if name == "acc":
+                key = "train/acc_seg"
+            self.log(key, value.detach(), on_step=True, prog_bar=name == "total", batch_size=batch_size)
+        # The LR this iteration used (the scheduler steps after the optimizer), as mmseg logs it.
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, batch_size=batch_size)
+        self.log(
+            "train/global_batch",
+            float(batch_size * self.trainer.world_size),
+            on_step=True,
+            batch_size=batch_size,
+        )
+        return losses["total"]
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.global_step == 0 and batch_idx == 0:
+            per_device = int(batch["image"].shape[0])
+            log.info(
+                "batch: %d per device x %d devices = %d global",
+                per_device,
+                self.trainer.world_size,
+                per_device * self.trainer.world_size,
+            )
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+        )
+        scheduler = build_warmup_poly_scheduler(
+            optimizer,
+            base_lr=hp.lr,
+            max_steps=hp.max_steps,
+            warmup_steps=hp.warmup_steps,
+            warmup_ratio=hp.warmup_ratio,
+            power=hp.power,
+            min_lr=hp.min_lr,
+            style=hp.lr_style,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ eval
+    def _evaluate(self, batch: dict[str, Any], metric: SegmentationMetric) -> dict[str, torch.Tensor]:
+        image, label = self._input(batch["image"]), batch["label"]
+        pred = segment(self.model, image, tuple(label.shape[-2:]), self.inference_cfg).argmax(dim=1)
+        metric.update(pred, label)
+        return {"pred": pred}
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluate(batch, self.val_metric)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluate(batch, self.test_metric)
+
+    def _log_results(self, prefix: str, metric: SegmentationMetric) -> dict[str, Any]:
+        # compute() all-reduces the confusion matrix: every rank must call it (docs/libraries.md).
+        results = metric.compute()
+        metric.reset()
+        self.log(f"{prefix}/mIoU", float(results["mIoU"]), sync_dist=False, rank_zero_only=True)
+        self.log(f"{prefix}/aAcc", float(results["aAcc"]), sync_dist=False, rank_zero_only=True)
+        for name, iou in zip(self.class_names, results["IoU"], strict=True):
+            iou = float(iou)
+            if iou == iou:  # NaN: the class is absent from labels and predictions, nothing to plot
+                self.log(f"{prefix}/IoU/{name}", iou, sync_dist=False, rank_zero_only=True)
+        return results
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_results = self._log_results("val", self.val_metric)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = self._log_results("test", self.test_metric)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Make the Lightning checkpoint self-describing, so `load_model` can rebuild the network."""
+        checkpoint["bisenet_pl"] = {
+            "model_config": dict(getattr(self.model, "config", {})),
+            "meta": {
+                "classes": list(self.class_names),
+                "palette": [list(c) for c in PALETTE[: len(self.class_names)]],
+                "mean": list(MEAN),
+                "std": list(STD),
+                "test_scale": list(self.hparams.test_scale) if self.hparams.test_scale else None,
+            },
+        }
