@@ -56,7 +56,13 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     test_scale = (
         (meta.get("test_scale") or (2048, 1024)) if cfg.test_scale == "checkpoint" else cfg.test_scale
     )
-    dataset = CityscapesDataset(datamodule.root, cfg.split, transform=build_test_transform(tuple(test_scale)))
+    inference.box = tuple(test_scale)  # type: ignore[assignment]
+    dataset = CityscapesDataset(
+        datamodule.root,
+        cfg.split,
+        transform=build_test_transform(tuple(test_scale)),
+        keep_original=inference.is_multi_pass,
+    )
     if cfg.limit:
         dataset = Subset(dataset, range(min(int(cfg.limit), len(dataset))))
     loader = DataLoader(dataset, batch_size=1, num_workers=int(cfg.num_workers), shuffle=False)
@@ -72,7 +78,8 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                 raise_missing_labels(batch, cfg.split)
             image = batch["image"].to(device)
             label = batch["label"].to(device)
-            pred = segment(net, image, tuple(label.shape[-2:]), inference).argmax(dim=1)
+            original = batch.get("original")
+            pred = segment(net, image, tuple(label.shape[-2:]), inference, original).argmax(dim=1)
             metric.update(pred, label)
             if official_dir is not None:
                 written.append(

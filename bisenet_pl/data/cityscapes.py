@@ -286,12 +286,15 @@ class CityscapesDataset(Dataset):
         root: str | Path,
         split: str = "train",
         transform: Callable[..., dict[str, Any]] | None = None,
+        keep_original: bool = False,
         ignore_missing_labels: bool = False,
         with_labels: bool = True,
     ) -> None:
         self.root = Path(root).expanduser()
         self.split = split
         self.transform = transform
+        # ms+flip resizes the *original* image once per ratio; the item then carries it as `original`.
+        self.keep_original = keep_original
         self.with_labels = with_labels
         self.samples = find_samples(self.root, split, ignore_missing_labels or not with_labels)
         self._report_size()
@@ -348,6 +351,8 @@ class CityscapesDataset(Dataset):
             "image_path": str(sample.image),
             "ori_size": ori_size,
         }
+        if self.keep_original:
+            item["original"] = torch.from_numpy(np.ascontiguousarray(image[..., ::-1]))
         if label is not None:
             item["label"] = torch.from_numpy(label.astype(np.int64))
         return item

@@ -111,6 +111,7 @@ class CityscapesDataModule(L.LightningDataModule):
         ratio_range: Sequence[float] = (0.5, 2.0),
         cat_max_ratio: float = 0.75,
         test_scale: Sequence[int] = (2048, 1024),
+        keep_original: bool = False,
         photometric: bool = True,
         flip_prob: float = 0.5,
         generate_if_missing: bool = True,
@@ -134,6 +135,8 @@ class CityscapesDataModule(L.LightningDataModule):
         self.ratio_range = _pair(ratio_range, "ratio_range", float)
         self.cat_max_ratio = float(cat_max_ratio)
         self.test_scale = _pair(test_scale, "test_scale")
+        # val/test items also carry the original uint8 image, which ms+flip resizes once per ratio
+        self.keep_original = bool(keep_original)
         self.photometric = bool(photometric)
         self.flip_prob = float(flip_prob)
         self.generate_if_missing = bool(generate_if_missing)
@@ -177,9 +180,13 @@ class CityscapesDataModule(L.LightningDataModule):
             train = CityscapesDataset(self.root, "train", transform=self._train_transform())
             self.train_dataset = self._at_least_one_batch(train)
         if stage in (None, "fit", "validate") and self.val_dataset is None:
-            self.val_dataset = CityscapesDataset(self.root, self.val_split, self._test_transform())
+            self.val_dataset = CityscapesDataset(
+                self.root, self.val_split, self._test_transform(), keep_original=self.keep_original
+            )
         if stage in (None, "test") and self.test_dataset is None:
-            self.test_dataset = CityscapesDataset(self.root, self.test_split, self._test_transform())
+            self.test_dataset = CityscapesDataset(
+                self.root, self.test_split, self._test_transform(), keep_original=self.keep_original
+            )
         if stage in (None, "predict") and self.predict_dataset is None:
             self.predict_dataset = CityscapesDataset(
                 self.root, self.predict_split, self._test_transform(), with_labels=False

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from bisenet_pl.data.preprocess import MEAN, STD, denormalize, normalize, resize_image
+from bisenet_pl.data.preprocess import MEAN, STD, denormalize, normalize, preprocess, ratio_box, resize_image
 
 Net = Callable[[torch.Tensor], torch.Tensor]
 
@@ -40,6 +40,10 @@ class InferenceConfig:
     stride: tuple[int, int] = (768, 768)  # (h, w), slide only
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
+    #: The test resize box (long, short edge). An ms+flip pass of ratio r resizes the *original* image
+    #: into the box (int(long * r), int(short * r)), keeping its aspect ratio, as mmseg v0.x does;
+    #: None: the ratio scales the image as given.
+    box: tuple[int, int] | None = (2048, 1024)
     mean: tuple[float, float, float] = field(default=MEAN)
     std: tuple[float, float, float] = field(default=STD)
 
@@ -51,6 +55,8 @@ class InferenceConfig:
         self.crop_size = tuple(int(v) for v in self.crop_size)  # type: ignore[assignment]
         self.stride = tuple(int(v) for v in self.stride)  # type: ignore[assignment]
         self.scales = tuple(float(s) for s in self.scales)
+        if self.box is not None:
+            self.box = (int(self.box[0]), int(self.box[1]))
         if not self.scales:
             raise ValueError("inference needs at least one scale")
 
@@ -135,25 +141,47 @@ def resize_scores(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 @torch.no_grad()
+def _pass_input(
+    image: torch.Tensor, original: torch.Tensor | None, ratio: float, cfg: InferenceConfig
+) -> torch.Tensor:
+    """The normalised input of one ms+flip pass: the original uint8 image resized once into the ratio's
+    box (mmseg v0.x), or, without a box or an original, the given image rescaled by the ratio."""
+    if original is not None and cfg.box is not None:
+        box = ratio_box(cfg.box, ratio)
+        rgbs = original.cpu().numpy()
+        batch = [preprocess(rgb, box, cfg.mean, cfg.std) for rgb in rgbs]
+        return torch.cat(batch).to(image.device, image.dtype)
+    h, w = image.shape[-2:]
+    return resize_normalised(image, rescaled_size(h, w, ratio), cfg.mean, cfg.std)
+
+
+@torch.no_grad()
 def segment(
     net: Net,
     image: torch.Tensor,
     ori_size: tuple[int, int] | None = None,
     cfg: InferenceConfig | None = None,
+    original: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-pixel class scores (N,C,h,w) at `ori_size` (default: the image's own size).
 
-    Single pass: logits. Several passes (ratios and/or flip): the mean of the soft-maxed passes.
+    Single pass: logits. Several passes (ratios and/or flip): the mean of the soft-maxed passes. For
+    ms+flip give `original`, the (N, H, W, 3) RGB uint8 image before the test resize: each ratio's input
+    is then resized from it once, into that ratio's box (docs/reproduction.md#test-time). Without it the
+    test-scale `image` is rescaled, which is the same only where the test resize was the identity (a
+    2048x1024 Cityscapes frame).
     """
     cfg = cfg or InferenceConfig()
     size = tuple(ori_size) if ori_size is not None else tuple(image.shape[-2:])
     if not cfg.is_multi_pass:
         return resize_scores(_one_pass(net, image, cfg), size)  # type: ignore[arg-type]
-    h, w = image.shape[-2:]
+    if original is None and tuple(image.shape[-2:]) == size:
+        # No test resize happened, so the image is the original: recover its uint8 pixels exactly.
+        original = torch.from_numpy(denormalize(image, cfg.mean, cfg.std))
     total: torch.Tensor | None = None
     passes = 0
     for ratio in cfg.scales:
-        scaled = resize_normalised(image, rescaled_size(h, w, ratio), cfg.mean, cfg.std)
+        scaled = _pass_input(image, original, ratio, cfg)
         for flipped in (False, True) if cfg.flip else (False,):
             x = scaled.flip(-1) if flipped else scaled
             scores = _one_pass(net, x, cfg)
@@ -173,8 +201,9 @@ def predict_labels(
     ori_size: tuple[int, int] | None = None,
     cfg: InferenceConfig | None = None,
     fast_argmax: bool = False,
+    original: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Train-id map (N,h,w) int64: the argmax of `segment`.
+    """Train-id map (N,h,w) int64: the argmax of `segment` (`original`: see there).
 
     `fast_argmax=True` (opt-in, same labels): when the upsample + argmax is a single bilinear resize of
     the 1/8 logits, i.e. one `whole` pass with the image already at `ori_size` and a `net` that exposes
@@ -196,4 +225,4 @@ def predict_labels(
         from bisenet_pl.inference.argmax import upsample_argmax
 
         return upsample_argmax(forward_logits(image), size, bool(getattr(net, "align_corners", False)))
-    return segment(net, image, ori_size, cfg).argmax(dim=1)
+    return segment(net, image, ori_size, cfg, original).argmax(dim=1)

@@ -24,7 +24,14 @@ from bisenet_pl.hardware import resolve_device
 from bisenet_pl.inference.modes import InferenceConfig, Net, predict_labels, segment
 from bisenet_pl.inference.visualize import colorize, overlay
 
-ImageLike = np.ndarray | str | Path
+ImageLike = Any  # an RGB uint8 array, a PIL image, or an image path
+
+
+def _as_rgb(image: Any) -> np.ndarray:
+    """An RGB uint8 (H, W, 3) array from a numpy array or a PIL image (converted to RGB)."""
+    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image, in any mode
+        image = np.asarray(image.convert("RGB"))
+    return np.ascontiguousarray(image)
 
 
 class Predictor:
@@ -62,6 +69,7 @@ class Predictor:
         if test_scale == "checkpoint":
             test_scale = self.meta.get("test_scale") or (2048, 1024)
         self.test_scale = tuple(test_scale) if test_scale is not None else None
+        inference.setdefault("box", self.test_scale)
         self.cfg = InferenceConfig.from_mode(
             mode, mean=tuple(self.meta["mean"]), std=tuple(self.meta["std"]), **inference
         )
@@ -81,16 +89,17 @@ class Predictor:
     def palette(self) -> list[list[int]]:
         return [list(c) for c in self.meta["palette"]]
 
-    def _prepare(self, image: ImageLike) -> tuple[torch.Tensor, tuple[int, int]]:
-        """(the normalised, test-scale-resized batch on the device, the image's own (H, W))."""
-        rgb = read_rgb(image) if isinstance(image, (str, Path)) else image
+    def _prepare(self, image: ImageLike) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor]:
+        """(the normalised, test-scale-resized batch on the device, the image's own (H, W), the original
+        RGB uint8 image as a (1, H, W, 3) tensor for ms+flip)."""
+        rgb = read_rgb(image) if isinstance(image, (str, Path)) else _as_rgb(image)
         x = preprocess(rgb, self.test_scale, self.meta["mean"], self.meta["std"]).to(self.device)
-        return x, (int(rgb.shape[0]), int(rgb.shape[1]))
+        return x, (int(rgb.shape[0]), int(rgb.shape[1])), torch.from_numpy(rgb)[None]
 
     def scores(self, image: ImageLike) -> torch.Tensor:
         """Class scores (1, C, H, W) at the image's size: logits (one pass) or mean probabilities."""
-        x, size = self._prepare(image)
-        return segment(self.net, x, size, self.cfg)
+        x, size, original = self._prepare(image)
+        return segment(self.net, x, size, self.cfg, original)
 
     def __call__(self, image: ImageLike) -> np.ndarray:
         """The train-id map (H, W) uint8 of an RGB uint8 array or an image path.
@@ -98,8 +107,8 @@ class Predictor:
         Goes through `predict_labels`; with `fast=True` its exact cheap upsample + argmax is used
         where it applies (one whole-image pass at the image's own size).
         """
-        x, size = self._prepare(image)
-        labels = predict_labels(self.net, x, size, self.cfg, fast_argmax=self.fast)
+        x, size, original = self._prepare(image)
+        labels = predict_labels(self.net, x, size, self.cfg, fast_argmax=self.fast, original=original)
         return labels[0].to(torch.uint8).cpu().numpy()
 
     def colorize(self, mask: np.ndarray) -> np.ndarray:
@@ -107,5 +116,5 @@ class Predictor:
         return colorize(mask, self.palette)
 
     def overlay(self, image: ImageLike, mask: np.ndarray, opacity: float = 0.5) -> np.ndarray:
-        rgb = read_rgb(image) if isinstance(image, (str, Path)) else image
+        rgb = read_rgb(image) if isinstance(image, (str, Path)) else _as_rgb(image)
         return overlay(rgb, mask, opacity, self.palette)

@@ -64,7 +64,10 @@ class SegmentationModule(pl.LightningModule):
         self.model = model
         self.loss_fn = loss
         self.class_names = list(class_names or CLASSES)
-        self.inference_cfg = InferenceConfig(**dict(inference or {}))
+        inference_options = dict(inference or {})
+        if test_scale:
+            inference_options.setdefault("box", tuple(test_scale))
+        self.inference_cfg = InferenceConfig(**inference_options)
         # Plain values only: checkpoints must stay loadable with weights_only=True.
         self.save_hyperparameters(ignore=["model", "loss"])
         self.val_metric = SegmentationMetric(num_classes=len(self.class_names))
@@ -125,6 +128,11 @@ class SegmentationModule(pl.LightningModule):
         return losses["total"]
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Lightning restores each sub-module's mode as it found it at the start of fit, so a network
+        # handed over in eval mode (e.g. from `load_model`) would stay in eval: no aux outputs, BN on its
+        # running statistics. Training means train mode, whatever mode the network came in.
+        if not self.model.training:
+            self.model.train()
         if self.global_step == 0 and batch_idx == 0:
             per_device = int(batch["image"].shape[0])
             log.info(
@@ -154,7 +162,8 @@ class SegmentationModule(pl.LightningModule):
     # ------------------------------------------------------------------ eval
     def _evaluate(self, batch: dict[str, Any], metric: SegmentationMetric) -> dict[str, torch.Tensor]:
         image, label = self._input(batch["image"]), batch["label"]
-        pred = segment(self.model, image, tuple(label.shape[-2:]), self.inference_cfg).argmax(dim=1)
+        original = batch.get("original")  # present when the datamodule keeps originals (ms+flip)
+        pred = segment(self.model, image, tuple(label.shape[-2:]), self.inference_cfg, original).argmax(dim=1)
         metric.update(pred, label)
         return {"pred": pred}
 
