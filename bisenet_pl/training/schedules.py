@@ -24,9 +24,9 @@ Two styles are offered because mmseg's two major versions differ slightly (docs/
     (mmengine computes this in a chained, multiplicative form; the closed form above is its exact
     product and agrees to float rounding.)
 
-Both formulas reproduce docs/reproduction.md#schedule's table of LR values to 1e-6 at t = 0, 500, 999, 1000,
-16000, 80000,
-120000 and 159999 (checked in tests/training/test_schedules.py), which is the ground truth they were derived from.
+Both formulas reproduce the table of LR values in docs/reproduction.md#schedule to 1e-6 at t = 0, 500,
+999, 1000, 16000, 80000, 120000 and 159999 (checked in tests/training/test_schedules.py), the ground
+truth they were derived from.
 Past the end (t >= max_steps for mmcv, t >= max_steps - 1 for mmengine) the LR stays at ``min_lr``.
 
 ``build_warmup_poly_scheduler`` wraps the same function in a ``LambdaLR`` whose multiplier is a small
