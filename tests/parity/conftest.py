@@ -48,6 +48,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.parity)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def deliberate_break():
+    """`BISENET_PARITY_BREAK=<name>` applies one of tests/parity/breaks.py for the whole session."""
+    name = os.environ.get("BISENET_PARITY_BREAK")
+    if not name:
+        yield None
+        return
+    import breaks
+    import ours
+
+    mp = pytest.MonkeyPatch()
+    breaks.BREAKS[name](ours, mp)
+    yield name
+    mp.undo()
+
+
 _ROWS: list[dict] = []
 _TIMES: dict[str, float] = {}
 
@@ -139,10 +155,12 @@ def record():
 
 def pytest_sessionfinish(session, exitstatus):
     # BISENET_PARITY_NO_WRITE=1: a deliberate-break run, whose figures must not replace the real ones
-    if not _ROWS or os.environ.get("BISENET_PARITY_NO_WRITE"):
+    if not _ROWS or os.environ.get("BISENET_PARITY_NO_WRITE") or os.environ.get("BISENET_PARITY_BREAK"):
         return
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     checks = data.get("checks", {})
+    for check in {row["check"] for row in _ROWS}:  # a check that ran replaces its old rows entirely
+        checks[check] = {}
     for row in _ROWS:
         checks.setdefault(row["check"], {})[row["quantity"]] = {
             k: row[k] for k in ("measured", "tolerance", "ok")

@@ -55,10 +55,8 @@ def table(data: dict) -> str:
         number = ORDER.index(name) + 1 if name in ORDER else ""
         for quantity, row in checks[name].items():
             ok = "yes" if row.get("ok") else "**no**"
-            lines.append(
-                f"| {number} | {name} | {quantity} | {row.get('tolerance', '')} | "
-                f"{fmt(row.get('measured'))} | {ok} |"
-            )
+            cells = [str(number), name, quantity, str(row.get("tolerance", "")), fmt(row.get("measured")), ok]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 
 

