@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_env, tiny_train_args, wait_for
+from _shared import cli_env, tiny_train_args, wait_for
 from hydra import compose, initialize_config_module
 
 from bisenet_pl.training.schedules import warmup_poly_lr

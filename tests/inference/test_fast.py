@@ -18,7 +18,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randomize_bn
+from _shared import randomize_bn
 from torch import nn
 
 from bisenet_pl.evaluation.agreement import net_agreement

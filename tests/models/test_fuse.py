@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from conftest import randomize_bn
+from _shared import randomize_bn
 from torch import nn
 
 from bisenet_pl.models import Segmentor

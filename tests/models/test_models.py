@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randomize_bn
+from _shared import randomize_bn
 from torch import nn
 
 from bisenet_pl.models import BiSeNetV2, FCNHead, Segmentor

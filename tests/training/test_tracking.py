@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from _shared import cli_env, tiny_train_args
 from _wandb_records import config, history
-from conftest import cli_env, tiny_train_args
 from hydra import compose, initialize_config_module
 from PIL import Image
 
