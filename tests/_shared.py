@@ -16,6 +16,7 @@ _module = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = _module
 _spec.loader.exec_module(_module)
 
+TINY = _module.TINY
 cli_env = _module.cli_env
 tiny_train_args = _module.tiny_train_args
 wait_for = _module.wait_for

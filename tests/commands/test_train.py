@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _shared import cli_env, tiny_train_args, wait_for
+from _shared import TINY, cli_env, tiny_train_args, wait_for
 from hydra import compose, initialize_config_module
 
 from bisenet_pl.training.schedules import warmup_poly_lr
@@ -276,7 +276,7 @@ def test_4x4_row_runs_as_two_process_ddp_on_cpu(tiny_data, tmp_path, run_cli):
         "trainer.max_steps=4",
         "trainer.val_check_interval=2",
         "trainer.benchmark=false",
-        *[a for a in __import__("conftest").TINY],
+        *TINY,
     ]
     proc = run_cli("bisenet_pl.train", *args, timeout=400, env=cli_env(OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]

@@ -84,7 +84,7 @@ def test_msflip_is_twelve_softmaxed_passes_averaged():
         sizes.append(tuple(t.shape[-2:]))
         return net(t)
 
-    cfg = InferenceConfig.from_mode("msflip")
+    cfg = InferenceConfig.from_mode("msflip", box=None)  # ratios of the given image (no test box)
     scores = segment(spy, x, (40, 60), cfg)
     assert cfg.scales == MS_SCALES == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75) and cfg.flip
     assert sizes == [rescaled_size(40, 60, r) for r in MS_SCALES for _ in range(2)]
@@ -103,7 +103,7 @@ def test_msflip_is_twelve_softmaxed_passes_averaged():
 def test_flip_pass_of_a_flip_equivariant_net_changes_nothing():
     net, x = pointwise_net(), image()
     plain = segment(net, x, None, InferenceConfig()).softmax(1)
-    flipped = segment(net, x, None, InferenceConfig(flip=True))
+    flipped = segment(net, x, None, InferenceConfig(flip=True, box=None))
     assert torch.allclose(flipped, plain, atol=1e-6)
 
 
