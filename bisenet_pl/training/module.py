@@ -96,6 +96,9 @@ class SegmentationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ train
     def on_fit_start(self) -> None:
+        # A network handed over in eval mode (e.g. from `load_model`) trains in train mode; Lightning
+        # records the modes it finds when training starts, so switching here also silences its warning.
+        self.model.train()
         if self.hparams.channels_last:
             self.model.to(memory_format=torch.channels_last)
 

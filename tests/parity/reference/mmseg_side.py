@@ -469,6 +469,63 @@ def _full_schedule(cfg, warmup: int, max_iters: int) -> dict:
     mmcv_lr = [mmcv_warmup_poly(t, base, max_iters, warmup, 0.1, 0.9, 1e-4) for t in points]
     return {"t": points, "mmengine": mmengine_lr, "mmcv": mmcv_lr}
 
+# ----------------------------------------------------------------------------------------- augmentation
+def cmd_augment(out: Path, args) -> None:
+    """The config's own train pipeline (train_dataloader.dataset.pipeline: LoadImageFromFile,
+    LoadAnnotations, RandomResize, RandomCrop, RandomFlip, PhotoMetricDistortion, PackSegInputs) and its
+    model's SegDataPreProcessor (normalise, pad to the crop size) on each frame, `samples` times in a row
+    from one seeded global numpy generator per frame (mmcv/mmseg transforms draw from np.random).
+    Each sample is summarised by augment_stats.sample_stats, as on our side."""
+    import copy
+
+    import augment_stats
+    from mmcv.transforms import Compose
+
+    extra = args.extra
+    cfg = B.load_config()
+    steps = [dict(s) for s in cfg.train_dataloader.dataset.pipeline]
+    kinds = [s["type"] for s in steps]
+    assert kinds[:2] == ["LoadImageFromFile", "LoadAnnotations"] and kinds[-1] == "PackSegInputs", kinds
+    load, augment = Compose(steps[:2]), Compose(steps[2:])  # decode once per frame, augment per sample
+    preprocessor = B.MODELS.build(cfg.model.data_preprocessor)
+    samples, flips = [], []
+    for index, frame in enumerate(extra["frames"]):
+        np.random.seed([args.seed, 1, index])
+        loaded = load(
+            {
+                "img_path": frame["image"],
+                "seg_map_path": frame["label"],
+                "reduce_zero_label": False,
+                "seg_fields": [],
+            }
+        )
+        for _ in range(extra["samples"]):
+            packed = augment(copy.deepcopy(loaded))
+            with torch.no_grad():
+                data = preprocessor(
+                    {"inputs": [packed["inputs"]], "data_samples": [packed["data_samples"]]}, True
+                )
+            sample = data["data_samples"][0]
+            samples.append(
+                augment_stats.sample_stats(
+                    data["inputs"][0],
+                    sample.gt_sem_seg.data[0],
+                    tuple(sample.img_shape),
+                    float(sample.scale_factor[0]),
+                )
+            )
+            flips.append(bool(sample.flip))
+    torch.save(augment_stats.collate(samples, flips), out / "augment.pt")
+    _write_json(
+        out / "augment.json",
+        {
+            "pipeline": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()} for s in steps],
+            "data_preprocessor": {
+                k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(cfg.model.data_preprocessor).items()
+            },
+        },
+    )
+
 
 COMMANDS = {
     "network": cmd_network,
@@ -478,6 +535,7 @@ COMMANDS = {
     "checkpoint": cmd_checkpoint,
     "tta": cmd_tta,
     "train": cmd_train,
+    "augment": cmd_augment,
 }
 
 
