@@ -88,4 +88,43 @@ def aux_conv_seg_normal(ours, mp):
     mp.setattr(cls, "__init__", init)
 
 
-BREAKS = {f.__name__: f for f in (warmup_ratio, drop_flip, ms_ratios, ohem_decode_only, aux_conv_seg_normal)}
+def _train_transform_with(ours, mp, **changes):
+    fn = ours.build_train_transform
+    mod = _module_of(fn)
+
+    def broken(*args, **kwargs):
+        kwargs.update(changes)
+        return fn(*args, **kwargs)
+
+    mp.setattr(mod, "build_train_transform", broken)
+    mp.setitem(ours._cache, "build_train_transform", broken)
+
+
+def aug_ratio_range(ours, mp):
+    """The training resize ratio drawn from U[0.5, 1.5) instead of mmseg's U[0.5, 2.0)."""
+    _train_transform_with(ours, mp, ratio_range=(0.5, 1.5))
+
+
+def aug_no_flip(ours, mp):
+    """The training pipeline never flips (flip probability 0 instead of 0.5)."""
+    _train_transform_with(ours, mp, flip_prob=0.0)
+
+
+def aug_no_cat_max(ours, mp):
+    """The training crop without the class-ratio retry rule (cat_max_ratio 1.0 instead of 0.75)."""
+    _train_transform_with(ours, mp, cat_max_ratio=1.0)
+
+
+BREAKS = {
+    f.__name__: f
+    for f in (
+        warmup_ratio,
+        drop_flip,
+        ms_ratios,
+        ohem_decode_only,
+        aux_conv_seg_normal,
+        aug_ratio_range,
+        aug_no_flip,
+        aug_no_cat_max,
+    )
+}

@@ -5,8 +5,8 @@
   one command with the same arguments are shared by the whole session. A missing venv is a failure
   that says to run `make parity-env`, never a skip.
 - `record(check, quantity, measured, tolerance, ok)` stores one row; at the end of the session the rows
-  are merged into experiments/parity.json and the table in docs/parity.md is regenerated, and the
-  figures are printed in the terminal summary.
+  are merged into experiments/parity.json and the table in docs/parity.md and docs/reproduction.md is
+  regenerated, and the figures are printed in the terminal summary.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import report  # noqa: E402  (tests/parity/report.py)
 
 SIDE = HERE / "reference" / "mmseg_side.py"
 RESULTS = REPO / "experiments" / "parity.json"
-DOC = REPO / "docs" / "parity.md"
 
 
 def parity_python() -> Path:
@@ -174,8 +173,9 @@ def pytest_sessionfinish(session, exitstatus):
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    if DOC.exists():
-        report.update_doc(DOC, data)
+    for doc in report.DOCS:
+        if doc.exists():
+            report.update_doc(doc, data)
 
 
 def pytest_terminal_summary(terminalreporter):

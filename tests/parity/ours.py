@@ -81,6 +81,12 @@ _WHERE: dict[str, tuple[str, ...]] = {
     "build_train_transform": ("bisenet_pl.data.transforms",),
     "build_test_transform": ("bisenet_pl.data.transforms",),
     "CLASSES": ("bisenet_pl.data.cityscapes",),
+    "seed_transform": ("bisenet_pl.data.cityscapes", "bisenet_pl.data.transforms"),
+    "find_samples": ("bisenet_pl.data.cityscapes",),
+    "load_image": ("bisenet_pl.data.cityscapes",),
+    "load_label": ("bisenet_pl.data.cityscapes",),
+    "LABEL_ID_TO_TRAIN_ID": ("bisenet_pl.data.cityscapes",),
+    "make_synthetic_cityscapes": ("bisenet_pl.data.synthetic",),
 }
 
 _cache: dict[str, Any] = {}

@@ -469,36 +469,38 @@ def _full_schedule(cfg, warmup: int, max_iters: int) -> dict:
     mmcv_lr = [mmcv_warmup_poly(t, base, max_iters, warmup, 0.1, 0.9, 1e-4) for t in points]
     return {"t": points, "mmengine": mmengine_lr, "mmcv": mmcv_lr}
 
+
 # ----------------------------------------------------------------------------------------- augmentation
 def cmd_augment(out: Path, args) -> None:
-    """The config's own train pipeline (train_dataloader.dataset.pipeline: LoadImageFromFile,
-    LoadAnnotations, RandomResize, RandomCrop, RandomFlip, PhotoMetricDistortion, PackSegInputs) and its
-    model's SegDataPreProcessor (normalise, pad to the crop size) on each frame, `samples` times in a row
-    from one seeded global numpy generator per frame (mmcv/mmseg transforms draw from np.random).
-    Each sample is summarised by augment_stats.sample_stats, as on our side."""
+    """The config's own training data: its CityscapesDataset (train_dataloader.dataset, data_root
+    pointed at the frames) lists the frames, and its pipeline (LoadImageFromFile, LoadAnnotations,
+    RandomResize, RandomCrop, RandomFlip, PhotoMetricDistortion, PackSegInputs) and the model's
+    SegDataPreProcessor (normalise, pad to the crop size) make `samples` training samples in a row per
+    frame, from one seeded global numpy generator per frame (mmcv/mmseg transforms draw from np.random).
+    The frame is decoded once (the two loading steps), the random steps run per sample. Each sample is
+    summarised by augment_stats.sample_stats, as on our side."""
     import copy
 
     import augment_stats
     from mmcv.transforms import Compose
+    from mmseg.registry import DATASETS
 
     extra = args.extra
     cfg = B.load_config()
-    steps = [dict(s) for s in cfg.train_dataloader.dataset.pipeline]
+    dataset_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
+    dataset_cfg.data_root = extra["root"]
+    dataset = DATASETS.build(dataset_cfg)
+    steps = [dict(s) for s in dataset_cfg.pipeline]
     kinds = [s["type"] for s in steps]
     assert kinds[:2] == ["LoadImageFromFile", "LoadAnnotations"] and kinds[-1] == "PackSegInputs", kinds
-    load, augment = Compose(steps[:2]), Compose(steps[2:])  # decode once per frame, augment per sample
+    load, augment = Compose(steps[:2]), Compose(steps[2:])
     preprocessor = B.MODELS.build(cfg.model.data_preprocessor)
-    samples, flips = [], []
-    for index, frame in enumerate(extra["frames"]):
+    samples, flips, frames = [], [], []
+    for index in range(len(dataset)):
+        info = dataset.get_data_info(index)
+        frames.append(str(Path(info["img_path"]).relative_to(extra["root"])))
         np.random.seed([args.seed, 1, index])
-        loaded = load(
-            {
-                "img_path": frame["image"],
-                "seg_map_path": frame["label"],
-                "reduce_zero_label": False,
-                "seg_fields": [],
-            }
-        )
+        loaded = load(info)
         for _ in range(extra["samples"]):
             packed = augment(copy.deepcopy(loaded))
             with torch.no_grad():
@@ -516,13 +518,16 @@ def cmd_augment(out: Path, args) -> None:
             )
             flips.append(bool(sample.flip))
     torch.save(augment_stats.collate(samples, flips), out / "augment.pt")
+
+    def plain(d):
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(d).items()}
+
     _write_json(
         out / "augment.json",
         {
-            "pipeline": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()} for s in steps],
-            "data_preprocessor": {
-                k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(cfg.model.data_preprocessor).items()
-            },
+            "frames": frames,
+            "pipeline": [plain(s) for s in steps],
+            "data_preprocessor": plain(cfg.model.data_preprocessor),
         },
     )
 
