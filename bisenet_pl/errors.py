@@ -22,3 +22,7 @@ class DatasetError(BisenetError):
 
 class ConfigError(BisenetError):
     """A configuration that cannot work (e.g. an unsafe launcher/strategy combination)."""
+
+
+class TrainingDiverged(BisenetError):
+    """The loss became NaN or infinite: the run stops at that step and keeps its last finite checkpoint."""

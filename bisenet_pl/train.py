@@ -27,7 +27,9 @@ quiet_environment()
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
+from bisenet_pl.checkpoints.io import atomic_write_text  # noqa: E402
 from bisenet_pl.errors import ConfigError  # noqa: E402
+from bisenet_pl.training.interrupts import GracefulStop  # noqa: E402
 
 log = logging.getLogger("bisenet_pl.train")
 
@@ -35,11 +37,15 @@ log = logging.getLogger("bisenet_pl.train")
 RUN_CONFIG = "run_config.yaml"
 
 
-def _load_resumed_config(cfg: DictConfig) -> DictConfig:
-    """`resume=<run dir>`: the old run's own config, its folder and its `last.ckpt`.
+#: Keys a resume or a requeue may change: how to start, not what to train.
+START_KEYS = ("resume", "ckpt_path", "hydra")
 
-    The command-line overrides of the resuming call are ignored except `resume` itself: a resumed run
-    must train the same recipe, or the LR schedule and step count would not continue as saved.
+
+def _load_resumed_config(cfg: DictConfig) -> DictConfig:
+    """`resume=<run dir>`: the old run's own config, its folder and its latest checkpoint.
+
+    A resumed run trains the saved recipe (otherwise the LR schedule and step count would not continue as
+    saved), so an override on the resuming command line that changes it is refused, naming the keys.
     """
     run_dir = Path(cfg.resume)
     saved = run_dir / RUN_CONFIG
@@ -50,12 +56,39 @@ def _load_resumed_config(cfg: DictConfig) -> DictConfig:
             f"resume={run_dir}: {saved.name} is missing, so this is not a bisenet_pl run folder. To resume "
             f"by hand, repeat the original overrides and add `hydra.run.dir={run_dir} ckpt_path=last`."
         )
-    old = OmegaConf.load(saved)
+    try:
+        old = OmegaConf.load(saved)
+    except Exception as err:
+        raise ConfigError(f"resume={run_dir}: {saved} cannot be read ({type(err).__name__}: {err})") from None
+    if not isinstance(old, DictConfig):
+        raise ConfigError(f"resume={run_dir}: {saved} does not hold a config mapping")
+    changed = []
+    for override in _overrides():
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key.split(".", 1)[0] in START_KEYS or "=" not in override:
+            continue
+        before = OmegaConf.select(old, key, default="<absent>")
+        after = OmegaConf.select(cfg, key, default="<absent>")
+        if _plain(before) != _plain(after):
+            changed.append(f"{key}: saved {_plain(before)!r}, asked {_plain(after)!r}")
+    if changed:
+        raise ConfigError(
+            f"resume={run_dir} continues the saved run, whose config differs from this command line: "
+            + "; ".join(changed)
+            + ". Drop those overrides to resume, or start a new run with them (and ckpt_path=<file> to "
+            "start from that run's weights and step)."
+        )
     with open_dict(old):
         old.resume = str(run_dir)
         old.ckpt_path = "last"
     log.info("resuming %s with its saved config (%s)", run_dir, saved)
-    return old  # type: ignore[return-value]
+    return old
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, DictConfig) or OmegaConf.is_list(value):
+        return OmegaConf.to_container(value, resolve=False)
+    return value
 
 
 def _strategy_for_multirun(cfg: DictConfig) -> None:
@@ -123,14 +156,113 @@ def _cluster_plugins() -> list[Any]:
     return []
 
 
-def _requeued_checkpoint(run_dir: Path) -> str | None:
-    """A SLURM job that was requeued (timeout, preemption) continues from its folder's last checkpoint
-    even when the command line did not say `ckpt_path=last`; elsewhere a run never resumes by surprise."""
+def _is_rank_zero() -> bool:
+    """Before the Trainer exists: is this the process that owns the run folder? DDP children started by
+    Lightning carry LOCAL_RANK/NODE_RANK, SLURM tasks SLURM_PROCID."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def _checkpoint_to_start_from(cfg: DictConfig, run_dir: Path) -> str | None:
+    """The file `fit` restores, decided here and never by Lightning (docs/resuming.md).
+
+    - `ckpt_path=<file>`: that file, checked first (readable, a training checkpoint, finite weights);
+    - `ckpt_path=last` (what `resume=` sets), or a requeued SLURM job: the run's checkpoint with the
+      highest stored step, after checking that the folder's saved config is this run's;
+    - nothing: a fresh run, refused in a folder that already holds checkpoints.
+    """
+    from bisenet_pl.training.run_folder import latest_checkpoint, refuse_fresh_start_over
+
+    ckpt = cfg.get("ckpt_path")
     requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
-    if requeued and any((run_dir / "checkpoints").glob("last*.ckpt")):
-        log.info("requeued SLURM job: resuming from the last checkpoint in %s", run_dir / "checkpoints")
-        return "last"
-    return None
+    if ckpt is None and requeued:
+        ckpt = "last"
+        log.info(
+            "requeued SLURM job (restart %s): resuming from %s", os.environ["SLURM_RESTART_COUNT"], run_dir
+        )
+    if ckpt is None:
+        if _is_rank_zero():
+            refuse_fresh_start_over(run_dir)
+        return None
+    if str(ckpt) != "last":
+        _check_training_checkpoint(Path(str(ckpt)))
+        return str(ckpt)
+    if not cfg.get("resume"):
+        _refuse_other_run(cfg, run_dir)
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        log.info("ckpt_path=last: no checkpoint in %s yet, starting from scratch", run_dir / "checkpoints")
+        return None
+    log.info("resuming from %s (step %d, the highest stored step in the run)", latest.path, latest.step)
+    return str(latest.path)
+
+
+def _refuse_other_run(cfg: DictConfig, run_dir: Path) -> None:
+    """A folder may be continued only by the run it holds: same composed config, start keys aside."""
+    from bisenet_pl.training.run_folder import config_differences
+
+    saved = run_dir / RUN_CONFIG
+    if not saved.is_file():
+        return
+    try:
+        old = OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
+    except Exception as err:
+        raise ConfigError(f"{saved} cannot be read ({type(err).__name__}: {err})") from None
+    now = OmegaConf.to_container(cfg, resolve=False)
+    differences = config_differences(old, now, ignore=START_KEYS)  # type: ignore[arg-type]
+    if differences:
+        raise ConfigError(
+            f"{run_dir} holds another run: its saved config differs from this one in "
+            + "; ".join(differences[:8])
+            + (f" (and {len(differences) - 8} more)" if len(differences) > 8 else "")
+            + f". Resume it as it was with `resume={run_dir}`, or start this run in a new folder."
+        )
+
+
+def _check_training_checkpoint(path: Path) -> None:
+    """`ckpt_path=<file>` restores optimizer, schedule and step: it must be a training checkpoint with
+    finite weights; a wrong file is one message here, not a traceback from inside `fit`."""
+    from bisenet_pl.checkpoints.checks import check_tensors
+    from bisenet_pl.checkpoints.io import safe_load
+    from bisenet_pl.errors import CheckpointError
+
+    obj = safe_load(path, mmap=True)
+    if not (isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and "global_step" in obj):
+        raise CheckpointError(
+            f"ckpt_path={path} is not a training checkpoint written by bisenet_pl.train (it has no "
+            "optimizer state or step to continue from); evaluate, predict and export read such files"
+        )
+    check_tensors(path, obj["state_dict"])
+
+
+def _check_fits_module(path: str, module: Any) -> None:
+    """The checkpoint's weights must be this model's: names and shapes, else one message."""
+    from bisenet_pl.checkpoints.io import safe_load
+    from bisenet_pl.errors import CheckpointError
+
+    stored = safe_load(Path(path), mmap=True)["state_dict"]
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in expected]
+    mismatched = [
+        f"{k} {tuple(stored[k].shape)} vs {expected[k]}"
+        for k in expected
+        if k in stored and tuple(stored[k].shape) != expected[k]
+    ]
+    if missing or unexpected or mismatched:
+        parts = [
+            f"{len(items)} {what} (e.g. {', '.join(items[:3])})"
+            for what, items in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("of another shape", mismatched),
+            )
+            if items
+        ]
+        raise CheckpointError(
+            f"ckpt_path={path} is a checkpoint of another model: tensors "
+            + "; ".join(parts)
+            + ". Resume with the config that wrote it (resume=<its run folder>)"
+        )
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any]):
@@ -147,18 +279,35 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any]):
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, then test the final weights on val; returns the test (or last val) metrics."""
+    """Fit, then test the final weights on val; returns the test (or last val) metrics.
+
+    The run folder is locked for the whole run (rank zero), so a second trainer on it is refused."""
+    from bisenet_pl.training.run_folder import RunLock
+
+    if cfg.get("resume"):
+        cfg = _load_resumed_config(cfg)
+    _strategy_for_multirun(cfg)
+    run_dir = hydra_output_dir() or Path(cfg.paths.get("output_dir", "."))
+    lock = RunLock(run_dir).acquire() if _is_rank_zero() else None
+    try:
+        return _train_in(cfg, run_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_in(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     import lightning.pytorch as pl
     import torch
     from hydra.utils import instantiate
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from bisenet_pl.training.callbacks import ResultsWriter
+    from bisenet_pl.training.run_folder import remove_stale_temporaries
 
-    if cfg.get("resume"):
-        cfg = _load_resumed_config(cfg)
-    _strategy_for_multirun(cfg)
-    run_dir = hydra_output_dir() or Path(cfg.paths.get("output_dir", "."))
+    if _is_rank_zero():
+        remove_stale_temporaries(run_dir)
+    ckpt_path = _checkpoint_to_start_from(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
 
@@ -179,26 +328,31 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks.append(ResultsWriter(run_dir, info=info))
     loggers = instantiate_dict(cfg.get("logger"), "logger")
     trainer = build_trainer(cfg, callbacks, loggers)
+    if ckpt_path is not None:
+        _check_fits_module(ckpt_path, module)
     if trainer.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, run_dir / RUN_CONFIG)
+        atomic_write_text(OmegaConf.to_yaml(cfg), run_dir / RUN_CONFIG)
         for lg in trainer.loggers:
             if hasattr(lg, "log_hyperparams"):
                 lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    ckpt_path = cfg.get("ckpt_path") or _requeued_checkpoint(run_dir)
+    stop = GracefulStop()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        with stop.installed():
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
-        # Lightning stopped at a batch boundary and OnExceptionCheckpoint saved last-interrupted.ckpt.
+        # Lightning stopped at a batch boundary; InterruptCheckpoint saved last-interrupted.ckpt if a
+        # step had trained.
+        signum = stop.received or signal.SIGTERM
         if trainer.is_global_zero:
+            saved = (run_dir / "checkpoints" / "last-interrupted.ckpt").is_file()
             log.warning(
-                "SIGTERM: stopped at step %d, checkpoint saved in %s. Resume with:\n"
-                "  python -m bisenet_pl.train resume=%s",
+                "%s: stopped at step %d%s. Resume with:\n  python -m bisenet_pl.train resume=%s",
+                signal.Signals(signum).name,
                 trainer.global_step,
-                run_dir / "checkpoints",
+                f", checkpoint saved in {run_dir / 'checkpoints'}" if saved else "",
                 run_dir,
             )
-        raise SystemExit(128 + signal.SIGTERM) from None
+        raise SystemExit(128 + signum) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if _is_scalar(v)}
     if cfg.get("test_after_fit") and not trainer.interrupted:
         # The final weights (what the last checkpoint holds), as mmseg's table reports

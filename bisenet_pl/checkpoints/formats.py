@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from bisenet_pl.checkpoints.checks import check_meta, check_tensors
 from bisenet_pl.checkpoints.config import check_against_model, first_names, infer_model_config
 from bisenet_pl.checkpoints.io import atomic_torch_save, plain, safe_load
 from bisenet_pl.checkpoints.meta import complete_meta
@@ -174,6 +175,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointContents:
     sd = dict(sd)
     if not all(isinstance(k, str) for k in sd):
         raise CheckpointError(f"{path}: its state dict has non-string keys")
+    check_tensors(path, sd)
 
     stored = read.stored
     if stored is not None and isinstance(stored.get("model_config"), Mapping) and stored["model_config"]:
@@ -191,6 +193,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointContents:
         meta = mmseg_meta(obj.get("meta"), num_classes)
     else:
         meta = complete_meta(num_classes)
+    check_meta(path, meta, num_classes)
     return CheckpointContents(
         model_config=config,
         state_dict=sd,

@@ -6,12 +6,16 @@ Every read is `torch.load(..., map_location="cpu", weights_only=True)`; every fa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import pickletools
+import re
 import tempfile
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -45,31 +49,45 @@ def _current_umask() -> int:
     return mask
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """`torch.save` that never leaves a partial file at `path`.
-
-    The bytes go to a temporary file in the destination folder (same filesystem, so the rename is
-    atomic), are flushed and fsync'ed, and the file is then renamed over `path` with `os.replace`: a
-    kill at any moment leaves the old file or the new one, never a truncated one, and no stray copy.
-    Lightning's own writer stages through the system temp folder, which on a cluster is another
-    filesystem than the run folder, where the final move is a non-atomic copy.
-    """
-    path = Path(path)
+@contextlib.contextmanager
+def _atomic_file(path: Path, mode: str) -> Iterator[IO[Any]]:
+    """A file object whose bytes appear at `path` only once complete: temp file in the same folder (so the
+    rename is atomic), flushed, fsync'ed, then `os.replace`d; on any error the temp file is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
-        # mkstemp makes 0600 files; a checkpoint gets the usual permissions (0666 minus the umask), so
-        # collaborators on a shared cluster filesystem can read it as they could any other file.
+        # mkstemp makes 0600 files; ours get the usual permissions (0666 minus the umask), so
+        # collaborators on a shared cluster filesystem can read them as they could any other file.
         os.chmod(tmp_name, 0o666 & ~_current_umask())
         os.replace(tmp_name, path)
         tmp_name = None
     finally:
         if tmp_name is not None and os.path.exists(tmp_name):
             os.unlink(tmp_name)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """`torch.save` that never leaves a partial file at `path`: a kill at any moment leaves the old file
+    or the new one, never a truncated one (a stale `.<name>.*.tmp` at worst, removed by the next run).
+
+    Lightning's own writer stages through the system temp folder, which on a cluster is another
+    filesystem than the run folder, where the final move is a non-atomic copy.
+    """
+    path = Path(path)
+    with _atomic_file(path, "wb") as f:
+        torch.save(obj, f)
+    return path
+
+
+def atomic_write_text(text: str, path: str | os.PathLike[str]) -> Path:
+    """Write a small text file (a run's config, its results) atomically, as `atomic_torch_save`."""
+    path = Path(path)
+    with _atomic_file(path, "w") as f:
+        f.write(text)
     return path
 
 
@@ -88,8 +106,12 @@ def _describe_magic(head: bytes) -> str | None:
     return None
 
 
-def safe_load(path: Path) -> Any:
-    """`torch.load(weights_only=True)` with every failure turned into one readable CheckpointError."""
+def safe_load(path: Path, mmap: bool = False) -> Any:
+    """`torch.load(weights_only=True)` with every failure turned into one readable CheckpointError.
+
+    `mmap=True` maps a zip checkpoint's tensors instead of reading them: cheap when only a few fields
+    (a stored step) are needed.
+    """
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.is_dir():
@@ -105,15 +127,16 @@ def safe_load(path: Path) -> Any:
     if kind is not None:
         raise CheckpointError(f"{path} is {kind}, not a PyTorch checkpoint")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's advice about pickle protocols is noise for a refused file
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(
+                path, map_location="cpu", weights_only=True, mmap=mmap and head.startswith(b"PK")
+            )
     except pickle.UnpicklingError as e:
-        msg = str(e)
-        if "Unsupported global" in msg:
-            marker = "GLOBAL "
-            start = msg.find(marker)
-            what = msg[start + len(marker) :].split(" ", 1)[0] if start >= 0 else "a Python object"
+        what = _code_it_would_run(path, str(e))
+        if what is not None:
             raise CheckpointError(
-                f"{path} is not a plain checkpoint: unpickling it would have to create {what} "
+                f"{path} is not a plain checkpoint: unpickling it would have to call {what} "
                 "(i.e. run code from the file), and it will not be unpickled, for safety. "
                 "Only tensors and plain containers are accepted (torch.load(weights_only=True)). If you "
                 "trust the file, re-save just its weights, e.g. "
@@ -127,3 +150,28 @@ def safe_load(path: Path) -> Any:
         if isinstance(e, OSError) and e.strerror:
             reason = e.strerror
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {reason}") from None
+
+
+def _code_it_would_run(path: Path, message: str) -> str | None:
+    """The callable a refused pickle names (`posix.system`, `builtins.eval`...), or None if it names none.
+
+    torch words the refusal "Unsupported global: GLOBAL x.y" or "unsupported GLOBAL x.y whose module x is
+    blocked"; a bare pickle (not a torch zip file) is refused earlier, at an opcode, so its globals are
+    found by reading the opcodes without executing any.
+    """
+    match = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", message, flags=re.IGNORECASE)
+    if match:
+        return match.group(1)
+    try:
+        with open(path, "rb") as f:
+            strings: list[str] = []
+            for opcode, arg, _ in pickletools.genops(f):
+                if opcode.name == "GLOBAL" and isinstance(arg, str):
+                    return arg.replace(" ", ".")
+                if opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    return f"{strings[-2]}.{strings[-1]}"
+                if isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # not a pickle either: the caller says "not a checkpoint"
+        return None
+    return None

@@ -33,17 +33,32 @@ def _gpus_if_gpu(accelerator: Any, devices: Any) -> int:
         ) from None
 
 
-def _run_id(timestamp: str) -> str:
-    """The run folder's name: `slurm-<job id>` inside a SLURM batch job, else the timestamp.
+def _run_id(timestamp: str, overrides: Any = ()) -> str:
+    """The run folder's name: `slurm-<job id>-<digest of the command line>` in a SLURM batch job, else
+    the timestamp.
 
-    Every rank of an sbatch + srun run, and a requeued job, then agree on one folder (docs/libraries.md).
-    Interactive allocations (`salloc`/`srun --pty bash`, job name bash/interactive) keep timestamps, so
-    two runs typed in one allocation do not share a folder; Lightning ignores SLURM there too.
+    Every rank of an sbatch + srun run, and a requeued job, compose the same overrides and so agree on one
+    folder; a *different* run in the same job (another command line in one batch script) gets another
+    folder instead of continuing the first one's checkpoints (docs/libraries.md). Interactive allocations
+    (`salloc`/`srun --pty bash`, job name bash/interactive) keep timestamps; Lightning ignores SLURM there.
     """
     job = os.environ.get("SLURM_JOB_ID")
     if job and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
-        return f"slurm-{job}"
+        return f"slurm-{job}-{run_digest(overrides)}"
     return timestamp
+
+
+def run_digest(overrides: Any) -> str:
+    """8 hex digits naming what a command line trains: its overrides, sorted, without the ones that only
+    say where or how to start (hydra.*, resume, ckpt_path)."""
+    import hashlib
+
+    kept = sorted(
+        str(o)
+        for o in (overrides or ())
+        if str(o).split("=", 1)[0].lstrip("+~").split(".", 1)[0] not in ("hydra", "resume", "ckpt_path")
+    )
+    return hashlib.sha256("\n".join(kept).encode()).hexdigest()[:8]
 
 
 def _cpu_precision(preferred: str = "bf16-mixed") -> str:

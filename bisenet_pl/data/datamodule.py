@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,10 @@ def worker_init(worker_id: int, rank: int = 0) -> None:
     not reseed its generators in workers: forked workers inherit the parent's state and would draw the
     same crops and flips. torch gives each worker `base_seed + worker_id`, with a new base seed every epoch
     (drawn from torch's RNG, so `seed_everything` makes runs reproducible); the base seed is shared across
-    DDP ranks, hence the rank in the mix.
+    DDP ranks, hence the rank in the mix. Ctrl-C is the main process's to handle (it stops the run
+    gracefully, `bisenet_pl.training.interrupts`), so workers ignore SIGINT instead of dying under it.
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(0)
     cv2.ocl.setUseOpenCL(False)
     info = torch.utils.data.get_worker_info()

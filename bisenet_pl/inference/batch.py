@@ -20,19 +20,56 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def find_images(spec: str | Path) -> list[tuple[Path, Path]]:
-    """(image path, output-relative path) for a file, a folder (recursive) or a glob pattern."""
+    """(image path, output-relative path) for a file, a folder (recursive) or a glob pattern.
+
+    Output paths keep the sub-folders below the folder (or below the glob's first wildcard), so
+    `dir/*/img.png` writes `a/img.png` and `b/img.png`, not one `img.png` twice. Two inputs that would
+    still land on one output file (`x.png` beside `x.jpg`) are refused before anything is written.
+    """
     spec_path = Path(spec).expanduser()
     if spec_path.is_file():
-        return [(spec_path, Path(spec_path.name))]
-    if spec_path.is_dir():
+        found = [(spec_path, Path(spec_path.name))]
+    elif spec_path.is_dir():
         files = sorted(
             p for p in spec_path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
         )
-        return [(p, p.relative_to(spec_path)) for p in files]
-    matches = sorted(Path(p) for p in glob.glob(str(spec), recursive=True) if Path(p).is_file())
-    if not matches and not any(ch in str(spec) for ch in "*?["):
-        raise DatasetError(f"input={spec}: no such file or folder")
-    return [(p, Path(p.name)) for p in matches]
+        found = [(p, p.relative_to(spec_path)) for p in files]
+    else:
+        pattern = str(spec_path)
+        matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+        if not matches and not glob.has_magic(pattern):
+            raise DatasetError(f"input={spec}: no such file or folder")
+        base = _fixed_prefix(pattern)
+        found = [(p, p.relative_to(base)) for p in matches]
+    _refuse_collisions(found)
+    return found
+
+
+def _fixed_prefix(pattern: str) -> Path:
+    """The folder part of a glob before its first wildcard: `data/*/x.png` -> `data`."""
+    parts = Path(pattern).parts
+    fixed: list[str]
+    for i, part in enumerate(parts):
+        if glob.has_magic(part):
+            fixed = list(parts[:i])
+            break
+    else:
+        fixed = list(parts[:-1])
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _refuse_collisions(found: list[tuple[Path, Path]]) -> None:
+    by_output: dict[Path, list[Path]] = {}
+    for path, rel in found:
+        by_output.setdefault(output_stem(rel), []).append(path)
+    clashes = [paths for paths in by_output.values() if len(paths) > 1]
+    if clashes:
+        shown = "; ".join(" and ".join(str(p) for p in paths) for paths in clashes[:3])
+        more = f" (and {len(clashes) - 3} more)" if len(clashes) > 3 else ""
+        raise DatasetError(
+            f"{len(clashes)} output name(s) would be written twice: {shown}{more} differ only in their "
+            "extension. Rename one of each, or predict them in separate runs"
+        )
 
 
 def output_stem(rel: Path) -> Path:

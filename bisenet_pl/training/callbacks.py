@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from pathlib import Path
@@ -11,6 +12,7 @@ import lightning.pytorch as pl
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
+from bisenet_pl.errors import CheckpointError, TrainingDiverged
 from bisenet_pl.evaluation.metrics import format_results_table, results_to_jsonable
 
 log = logging.getLogger(__name__)
@@ -48,11 +50,11 @@ class ResultsWriter(pl.Callback):
             "inference": vars(pl_module.inference_cfg) if hasattr(pl_module, "inference_cfg") else None,
             "results": results_to_jsonable(results, names),
         }
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / self.filename
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(payload, indent=2, default=_jsonable))
-        tmp.replace(path)
+        from bisenet_pl.checkpoints.io import atomic_write_text
+
+        path = atomic_write_text(
+            json.dumps(payload, indent=2, default=_jsonable), self.output_dir / self.filename
+        )
         log.info("results written to %s", path)
 
 
@@ -67,8 +69,10 @@ def _jsonable(value: Any) -> Any:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoints written with `atomic_torch_save`: temp file beside the target, fsync, rename.
 
-    Every checkpoint of a run (`last.ckpt`, iteration and SIGTERM checkpoints) goes through it, so a
-    run killed while saving always resumes from a whole file.
+    Every checkpoint of a run (`last.ckpt`, iteration and interrupt checkpoints) goes through it, so a run
+    killed while saving always resumes from a whole file. Two refusals keep the previous file intact:
+    weights with NaN/inf values (a diverged run must not overwrite good weights) and a full or read-only
+    disk (one message naming the folder and the space needed, not a zip writer's traceback).
     """
 
     def save_checkpoint(
@@ -77,16 +81,92 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         from bisenet_pl.checkpoints import atomic_torch_save
+        from bisenet_pl.checkpoints.checks import non_finite_tensors
 
-        atomic_torch_save(checkpoint, path)
+        path = Path(path)
+        bad = non_finite_tensors(checkpoint.get("state_dict", {}))
+        if bad:
+            raise TrainingDiverged(
+                f"training diverged: at step {checkpoint.get('global_step', '?')} {len(bad)} tensors of the "
+                f"model are NaN or infinite (first: {', '.join(bad[:3])}). Not writing {path}: the previous "
+                "checkpoint is kept. Lower module.lr or check the labels"
+            )
+        try:
+            atomic_torch_save(checkpoint, path)
+        except (OSError, RuntimeError) as err:
+            raise CheckpointError(_write_failure(path, checkpoint, err)) from None
 
 
-class LastCheckpoint(pl.callbacks.ModelCheckpoint):
-    """`last.ckpt` only, on its own (shorter) interval beside the iteration checkpoints.
+def _write_failure(path: Path, checkpoint: dict[str, Any], err: BaseException) -> str:
+    """One line for a checkpoint that could not be written: which folder, why, how much space it needs.
+    torch's zip writer wraps the OSError in a RuntimeError, so the cause is searched for."""
+    import shutil
 
-    A separate class so that its state key differs from the iteration `ModelCheckpoint`'s even when both
-    use the same interval (Lightning refuses two checkpoint callbacks with one key). `train.py` writes
-    every checkpoint through `AtomicCheckpointIO`, so a kill mid-write never leaves a corrupt one.
+    import torch
+
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    text = str(err)
+    full = (isinstance(cause, OSError) and cause.errno == errno.ENOSPC) or "No space left" in text
+    denied = isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EROFS, errno.EPERM)
+    folder = path.parent
+    if full:
+        need = sum(t.numel() * t.element_size() for t in _tensors(checkpoint) if isinstance(t, torch.Tensor))
+        free = shutil.disk_usage(folder).free if folder.exists() else 0
+        return (
+            f"cannot write checkpoint {path}: the disk is full ({free / 2**20:.0f} MiB free in {folder}, "
+            f"about {need / 2**20:.0f} MiB needed); the previous checkpoint is kept. Free some space and "
+            f"resume with `python -m bisenet_pl.train resume={folder.parent}`"
+        )
+    if denied:
+        return f"cannot write checkpoint {path}: {folder} is not writable ({cause.strerror})"  # type: ignore[union-attr]
+    reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else text.splitlines()[0]
+    return f"cannot write checkpoint {path}: {reason}"
+
+
+def _tensors(node: Any) -> list[Any]:
+    if isinstance(node, dict):
+        return [t for v in node.values() for t in _tensors(v)]
+    if isinstance(node, list | tuple):
+        return [t for v in node for t in _tensors(v)]
+    return [node]
+
+
+class _SavesFinalStep(pl.callbacks.ModelCheckpoint):
+    """A checkpoint callback that also saves when training ends between two intervals, so the run's
+    final weights are always on disk (mmseg saves its last iteration the same way)."""
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._should_skip_saving_checkpoint(trainer) or trainer.global_step == 0:
+            return
+        candidates = self._monitor_candidates(trainer)
+        if self.save_top_k != 0:
+            self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
+
+
+class IterationCheckpoint(_SavesFinalStep):
+    """mmseg's iteration checkpoints (`iter_<step>.ckpt` every interval, all kept) and one at the end."""
+
+    def __init__(self, dirpath: str | Path, every_n_train_steps: int, filename: str = "iter_{step:06d}"):
+        super().__init__(
+            dirpath=dirpath,
+            filename=filename,
+            every_n_train_steps=every_n_train_steps,
+            save_top_k=-1,
+            save_last=False,
+            auto_insert_metric_name=False,
+            save_on_train_epoch_end=False,
+        )
+
+
+class LastCheckpoint(_SavesFinalStep):
+    """`last.ckpt` only, on its own (shorter) interval, always the one up-to-date file of its run.
+
+    The version counter is off: a resumed run overwrites `last.ckpt` instead of starting `last-v1.ckpt`
+    beside a stale one. A separate class so that its state key differs from the iteration checkpoint's
+    even when both use the same interval (Lightning refuses two checkpoint callbacks with one key).
     """
 
     def __init__(self, dirpath: str | Path, every_n_train_steps: int = 1000) -> None:
@@ -97,7 +177,37 @@ class LastCheckpoint(pl.callbacks.ModelCheckpoint):
             save_last=True,
             auto_insert_metric_name=False,
             save_on_train_epoch_end=False,
+            enable_version_counter=False,
         )
+
+
+class InterruptCheckpoint(pl.Callback):
+    """`last-interrupted.ckpt` when training stops on an exception (SIGTERM/SIGINT included), but only if
+    this process trained at least one step: a start that fails before training (a typo, a bad file)
+    must not replace a real checkpoint with untrained weights.
+
+    Not Lightning's `OnExceptionCheckpoint`: its mere presence makes `fit(ckpt_path=None)` resume from
+    the folder's newest file, and a fresh start must be fresh (`bisenet_pl.training.run_folder`).
+    """
+
+    def __init__(self, dirpath: str | Path, filename: str = "last-interrupted") -> None:
+        super().__init__()
+        self.path = Path(dirpath) / f"{filename}.ckpt"
+        self._start_step: int | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start_step = trainer.global_step
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if self._start_step is None or trainer.global_step <= self._start_step:
+            log.info("stopped before training a step: no interrupt checkpoint written")
+            return
+        try:
+            trainer.save_checkpoint(self.path, weights_only=False)  # the full state: a resume point
+        except (CheckpointError, TrainingDiverged) as err:
+            log.error("%s", err)
 
 
 class SpeedMonitor(pl.Callback):

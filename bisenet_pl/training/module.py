@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from bisenet_pl.data.cityscapes import CLASSES, MEAN, PALETTE, STD
+from bisenet_pl.errors import TrainingDiverged
 from bisenet_pl.evaluation.metrics import SegmentationMetric
 from bisenet_pl.inference.modes import InferenceConfig, segment
 from bisenet_pl.training.schedules import build_warmup_poly_scheduler
@@ -114,6 +115,7 @@ class SegmentationModule(pl.LightningModule):
         image, label = self._input(batch["image"]), batch["label"]
         decode, aux = self.model(image)
         losses = self.loss_fn([decode, *aux], label)
+        self._stop_if_diverged(losses)
         batch_size = image.shape[0]
         for name, value in losses.items():
             key = "train/loss" if name == "total" else f"train/loss_{name}"
@@ -129,6 +131,34 @@ class SegmentationModule(pl.LightningModule):
             batch_size=batch_size,
         )
         return losses["total"]
+
+    def _stop_if_diverged(self, losses: dict[str, torch.Tensor]) -> None:
+        """A non-finite loss stops the run at the step it happens, naming the head, before its gradients
+        reach the weights: nothing NaN is ever trained into, or saved over, a good checkpoint.
+
+        Under DDP the decision is collective, so every rank stops at the same step. (fp16's static loss
+        scale overflows in the gradients, not in the loss: those skipped steps are not caught here.)
+        """
+        total = losses["total"].detach()
+        finite = bool(torch.isfinite(total))
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            finite = bool(trainer.strategy.reduce_boolean_decision(finite, all=True))
+        if finite:
+            return
+        heads = [k for k, v in losses.items() if k not in ("total", "acc") and not bool(torch.isfinite(v))]
+        raise TrainingDiverged(
+            f"training diverged at step {self.global_step}: the loss of "
+            f"{', '.join(heads) or 'the total'} is {float(total)} (lr {self._current_lr():.4g}). The "
+            "checkpoints on disk hold the last finite weights; lower module.lr or check the labels "
+            "(values outside the classes and the ignore index)."
+        )
+
+    def _current_lr(self) -> float:
+        try:
+            return float(self.optimizers().param_groups[0]["lr"])  # type: ignore[union-attr]
+        except Exception:
+            return float("nan")
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Lightning restores each sub-module's mode as it found it at the start of fit, so a network
@@ -150,6 +180,13 @@ class SegmentationModule(pl.LightningModule):
         optimizer = torch.optim.SGD(
             self.model.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
         )
+        if hp.warmup_steps >= hp.max_steps:
+            log.warning(
+                "warmup_steps=%d >= max_steps=%d: the whole run stays in the LR warm-up (fine for a smoke "
+                "run; a real run of this recipe needs max_steps > warmup_steps)",
+                hp.warmup_steps,
+                hp.max_steps,
+            )
         scheduler = build_warmup_poly_scheduler(
             optimizer,
             base_lr=hp.lr,

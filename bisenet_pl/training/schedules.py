@@ -62,13 +62,8 @@ def _check_args(
         raise ValueError(f"max_steps must be positive, got {max_steps}.")
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
-    if style == "mmengine" and max_steps - warmup_steps - 1 <= 0:
-        raise ValueError(
-            f"style='mmengine' needs max_steps > warmup_steps + 1 (got max_steps={max_steps}, "
-            f"warmup_steps={warmup_steps}): its PolyLR runs over max_steps - warmup_steps - 1 steps."
-        )
-    if style == "mmcv" and warmup_steps > max_steps:
-        raise ValueError(f"warmup_steps ({warmup_steps}) must not exceed max_steps ({max_steps}).")
+    # A warm-up longer than the run is allowed, as in mmcv and mmengine: a short smoke run of a table row
+    # (`trainer.max_steps=2`) simply stays in warm-up; `SegmentationModule` warns about it.
     if not 0.0 <= warmup_ratio <= 1.0:
         raise ValueError(f"warmup_ratio must be in [0, 1], got {warmup_ratio}.")
     if power < 0:

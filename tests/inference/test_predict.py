@@ -79,7 +79,11 @@ def test_predict_accepts_a_glob_and_a_single_file(run_cli, trained_run, tiny_dat
     proc = run_cli("bisenet_pl.predict", f"ckpt={ckpt}", f"input='{pattern}'", f"output={tmp_path / 'g'}",
                    f"hydra.run.dir={tmp_path / 'r1'}")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert len(list((tmp_path / "g" / "color").iterdir())) == 3
+    # the sub-folders below the glob's wildcard are kept: <city>/<frame>.png
+    written = sorted(
+        p.relative_to(tmp_path / "g" / "color") for p in (tmp_path / "g" / "color").rglob("*.png")
+    )
+    assert len(written) == 3 and all(len(p.parts) == 2 for p in written)
     one = next(Path(p) for p in sorted((tiny_data / "leftImg8bit" / "val").rglob("*.png")))
     proc = run_cli("bisenet_pl.predict", f"ckpt={ckpt}", f"input={one}", f"output={tmp_path / 's'}",
                    "outputs=[trainid]", f"hydra.run.dir={tmp_path / 'r2'}")  # fmt: skip
@@ -91,3 +95,17 @@ def test_predict_rejects_an_unknown_output_kind(run_cli, trained_run, tiny_data,
     proc = run_cli("bisenet_pl.predict", f"ckpt={trained_run / 'checkpoints' / 'last.ckpt'}",
                    f"input={tiny_data}", "outputs=[colour]")  # fmt: skip
     assert proc.returncode == 2 and "colour" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_inputs_that_would_share_an_output_file_keep_their_folders_or_are_refused(tmp_path):
+    from bisenet_pl.errors import DatasetError
+    from bisenet_pl.inference.batch import find_images
+
+    for city in ("a", "b"):
+        (tmp_path / "in" / city).mkdir(parents=True)
+        (tmp_path / "in" / city / "img.png").write_bytes(b"")
+    found = find_images(str(tmp_path / "in" / "*" / "img.png"))
+    assert [str(rel) for _, rel in found] == ["a/img.png", "b/img.png"]  # two outputs, not one twice
+    (tmp_path / "in" / "a" / "img.jpg").write_bytes(b"")
+    with pytest.raises(DatasetError, match="1 output name.* written twice: .*img.jpg and .*img.png"):
+        find_images(tmp_path / "in")

@@ -1,0 +1,175 @@
+"""A run folder's rules: which checkpoint is "the last one", who may write, and what a start may reuse.
+
+One folder holds one run (docs/resuming.md):
+- a start without `ckpt_path`/`resume` is a fresh run, so it refuses a folder that already holds
+  checkpoints instead of silently continuing someone else's weights;
+- a resume picks the checkpoint with the highest *stored* step (`last.ckpt`, `last-interrupted.ckpt`, the
+  iteration checkpoints), never the newest file on disk, which a failed start could have touched;
+- one process at a time: a lock file refuses a second trainer on the same folder;
+- temporaries left by a kill during an atomic write are ours and are removed when a run starts.
+No Hydra here: `bisenet_pl.train` calls these with plain values.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bisenet_pl.checkpoints.io import safe_load
+from bisenet_pl.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+LAST = "last.ckpt"
+INTERRUPTED = "last-interrupted.ckpt"
+LOCK = ".train.lock"
+#: Temporaries of `atomic_torch_save` / `atomic_write_text`: `.<target name>.<random>.tmp`.
+TEMPORARY_GLOB = ".*.tmp"
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    path: Path
+    step: int
+
+
+def stored_step(path: Path) -> int | None:
+    """The `global_step` a Lightning checkpoint records, read without loading its tensors; None if the
+    file is not a readable training checkpoint."""
+    try:
+        obj = safe_load(path, mmap=True)
+    except CheckpointError as err:
+        log.warning("ignoring %s: %s", path, err)
+        return None
+    step = obj.get("global_step") if isinstance(obj, Mapping) else None
+    return int(step) if isinstance(step, int) else None
+
+
+def run_checkpoints(run_dir: Path) -> list[Path]:
+    folder = Path(run_dir) / CHECKPOINTS
+    return sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
+
+
+def latest_checkpoint(run_dir: Path) -> StoredCheckpoint | None:
+    """The run's checkpoint with the highest stored step; on a tie `last.ckpt`, then the interrupt one."""
+    preference = {LAST: 0, INTERRUPTED: 1}
+    best: tuple[int, int, Path] | None = None
+    for path in run_checkpoints(run_dir):
+        step = stored_step(path)
+        if step is None:
+            continue
+        key = (step, -preference.get(path.name, 2), path)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    return None if best is None else StoredCheckpoint(best[2], best[0])
+
+
+def refuse_fresh_start_over(run_dir: Path) -> None:
+    """A fresh start must not reuse a folder with checkpoints: say how to resume or where to go instead."""
+    found = run_checkpoints(run_dir)
+    if not found:
+        return
+    latest = latest_checkpoint(run_dir)
+    at = f" (the latest, {latest.path.name}, is at step {latest.step})" if latest else ""
+    raise ConfigError(
+        f"{run_dir} already holds {len(found)} checkpoint(s){at}, and this start names no checkpoint. "
+        f"To continue that run: `python -m bisenet_pl.train resume={run_dir}`. To start a new run, leave "
+        "out hydra.run.dir (a new folder is made) or point it at an empty folder."
+    )
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the half-written temporaries a kill during an atomic write left behind (only ours)."""
+    removed = []
+    for folder in (Path(run_dir), Path(run_dir) / CHECKPOINTS):
+        if folder.is_dir():
+            for path in folder.glob(TEMPORARY_GLOB):
+                if path.is_file():
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+    if removed:
+        log.info("removed %d stale temporary file(s) of an interrupted write in %s", len(removed), run_dir)
+    return removed
+
+
+class RunLock:
+    """An exclusive `flock` on `<run>/.train.lock`: two trainers on one folder would write the same
+    checkpoints. The kernel drops the lock when the process dies, so a kill -9 never leaves it stale."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            if err.errno in (errno.EAGAIN, errno.EACCES):
+                raise ConfigError(
+                    f"{self.path.parent} is being trained by {holder} right now; two runs on one "
+                    "folder would overwrite each other's checkpoints. Wait for it to end, or stop it first."
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _flatten(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            yield from _flatten(value, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], node
+
+
+def config_differences(
+    saved: Mapping[str, Any], current: Mapping[str, Any], ignore: tuple[str, ...] = ()
+) -> list[str]:
+    """`key: saved -> current` for every leaf that differs (keys under `ignore` prefixes skipped)."""
+    old, new = dict(_flatten(saved)), dict(_flatten(current))
+    lines = []
+    for key in sorted(old.keys() | new.keys()):
+        if any(key == p or key.startswith(p + ".") for p in ignore):
+            continue
+        if old.get(key, "<absent>") != new.get(key, "<absent>"):
+            lines.append(f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}")
+    return lines
+
+
+__all__ = [
+    "CHECKPOINTS",
+    "INTERRUPTED",
+    "LAST",
+    "RunLock",
+    "StoredCheckpoint",
+    "config_differences",
+    "latest_checkpoint",
+    "refuse_fresh_start_over",
+    "remove_stale_temporaries",
+    "run_checkpoints",
+    "stored_step",
+]

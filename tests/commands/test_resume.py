@@ -1,0 +1,196 @@
+"""Resuming, as a user of long runs meets it: kills, restarts, typos, two experiments in one SLURM job.
+
+Every `train` here runs under a guard that fails the process on any `torch.load` without
+`weights_only=True` (Lightning's loads included), so the resume paths after SIGKILL, SIGTERM and SIGINT
+are proven to read checkpoints without unpickling code.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from _shared import cli_env, tiny_train_args, wait_for
+
+from bisenet_pl.training.run_folder import RunLock
+
+#: `python -c GUARD <train args>`: bisenet_pl.train with torch.load refusing weights_only != True.
+GUARD = """
+import runpy, sys, torch
+_load = torch.load
+def guarded(*args, **kwargs):
+    if kwargs.get("weights_only") is not True:
+        raise SystemExit(f"torch.load without weights_only=True: {args[:1]}")
+    return _load(*args, **kwargs)
+torch.load = guarded
+sys.argv = ["bisenet_pl.train", *sys.argv[1:]]
+runpy.run_module("bisenet_pl.train", run_name="__main__")
+"""
+
+
+def _train(args: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", GUARD, *args],
+        cwd=cwd,
+        env=env or cli_env(),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
+    log = cwd / "last_command.log"
+    proc = _train(args, cwd, log, env)
+    proc.wait(timeout=400)
+    return proc.returncode, log.read_text()
+
+
+def _step(path: Path) -> int:
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    except Exception:
+        return -1
+
+
+def _stop_when(proc: subprocess.Popen, last: Path, above: int, signum: int) -> None:
+    """Send `signum` once `last` holds a step above `above` (a checkpoint every 5 steps)."""
+    try:
+        wait_for(lambda: _step(last) > above, timeout=300, proc=proc)
+        proc.send_signal(signum)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_kill_resume_interrupt_resume_finish_keeps_one_last_ckpt(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    ckpts = run / "checkpoints"
+    last, interrupted = ckpts / "last.ckpt", ckpts / "last-interrupted.ckpt"
+    args = tiny_train_args(
+        tiny_data,
+        tmp_path,
+        "trainer.max_steps=400",
+        "trainer.val_check_interval=400",
+        "callbacks.last_checkpoint.every_n_train_steps=5",
+        "callbacks.iter_checkpoint.every_n_train_steps=400",
+        f"hydra.run.dir={run}",
+    )
+    # 1. SIGKILL: nothing runs on the way out; last.ckpt (every 5 steps) is what survives
+    proc = _train(args, tmp_path, tmp_path / "1.log")
+    _stop_when(proc, last, 0, signal.SIGKILL)
+    killed_at = _step(last)
+    assert killed_at >= 5 and killed_at % 5 == 0 and not interrupted.exists()
+
+    # 2. resume, then SIGTERM: the interrupt checkpoint is newer in steps than last.ckpt
+    proc = _train([f"resume={run}"], tmp_path, tmp_path / "2.log")
+    _stop_when(proc, last, killed_at, signal.SIGTERM)
+    out = (tmp_path / "2.log").read_text()
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+    assert f"resuming from {last} (step {killed_at}" in out
+    term_at = _step(interrupted)
+    assert term_at >= _step(last) > killed_at
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last-interrupted.ckpt", "last.ckpt"]  # no last-v1
+
+    # a failed start (a typo in ckpt_path) in between writes nothing: no step-0 "interrupted" file
+    code, out = _run([*args[:-1], f"hydra.run.dir={run}", "ckpt_path=checkpoints/lats.ckpt"], tmp_path)
+    assert code == 2 and "lats.ckpt does not exist" in out and "Traceback" not in out
+    assert _step(interrupted) == term_at
+
+    # 3. resume from the higher stored step, then Ctrl-C (SIGINT) takes the same path as SIGTERM
+    proc = _train([f"resume={run}"], tmp_path, tmp_path / "3.log")
+    wait_for(lambda: f"resuming from {interrupted}" in (tmp_path / "3.log").read_text(), 120, proc)
+    _stop_when(proc, last, term_at, signal.SIGINT)
+    out = (tmp_path / "3.log").read_text()
+    assert proc.returncode == 128 + signal.SIGINT, out[-3000:]
+    assert f"resume={run}" in out and "SIGINT: stopped at step" in out
+    int_at = _step(interrupted)
+    assert int_at > term_at
+
+    # 4. resume to the end: one last.ckpt with the final step, results of the final weights
+    code, out = _run([f"resume={run}"], tmp_path)
+    assert code == 0, out[-3000:]
+    assert f"(step {max(int_at, _step(last))}" in out or f"(step {int_at}" in out
+    assert _step(last) == 400 and _step(ckpts / "iter_000400.ckpt") == 400
+    assert not list(ckpts.glob("last-v*.ckpt"))
+    assert json.loads((run / "results.json").read_text())["global_step"] == 400
+    for log in tmp_path.glob("*.log"):
+        assert "`weights_only` was not set" not in log.read_text()
+
+
+def test_a_fresh_start_in_a_run_folder_is_refused_and_changes_nothing(trained_run, tiny_data, tmp_path):
+    before = {p.name: p.read_bytes() for p in (trained_run / "run_config.yaml", trained_run / "results.json")}
+    args = tiny_train_args(tiny_data, tmp_path, "module.lr=0.01", "seed=7", f"hydra.run.dir={trained_run}")
+    code, out = _run(args, tmp_path)
+    assert code == 2 and "Traceback" not in out
+    assert "already holds" in out and f"resume={trained_run}" in out
+    assert {p: (trained_run / p).read_bytes() for p in before} == before
+    # a resume that would change the recipe is refused, naming the key
+    code, out = _run([f"resume={trained_run}", "module.lr=0.01"], tmp_path)
+    assert code == 2 and "module.lr: saved 0.05, asked 0.01" in out
+
+
+def test_two_runs_in_one_slurm_job_get_two_folders_and_a_requeue_continues_its_own(tiny_data, tmp_path):
+    env = cli_env(SLURM_JOB_ID="4242", SLURM_JOB_NAME="batch")
+    common = tiny_train_args(tiny_data, tmp_path, "trainer.val_check_interval=4")
+    code, first_out = _run([*common, "trainer.max_steps=4"], tmp_path, env)
+    assert code == 0, first_out[-3000:]
+    code, out = _run([*common, "trainer.max_steps=4", "module.lr=0.01", "seed=3"], tmp_path, env)
+    assert code == 0, out[-3000:]
+    assert "Restored all states" not in out
+    folders = sorted((tmp_path / "outputs" / "train" / "runs").glob("slurm-4242-*"))
+    assert len(folders) == 2
+    for folder in folders:
+        assert _step(folder / "checkpoints" / "last.ckpt") == 4
+    # the first run's job requeued (SLURM_RESTART_COUNT=1): back in its own folder, from its own step
+    requeue = cli_env(SLURM_JOB_ID="4242", SLURM_JOB_NAME="batch", SLURM_RESTART_COUNT="1")
+    code, out = _run([*common, "trainer.max_steps=4"], tmp_path, requeue)
+    assert code == 0, out[-3000:]
+    (mine,) = [f for f in folders if f"run folder: {f}" in first_out]
+    assert f"resuming from {mine / 'checkpoints' / 'last.ckpt'} (step 4" in out
+
+
+def test_a_locked_folder_refuses_a_second_trainer_and_stale_temporaries_go(trained_run, tmp_path):
+    trained_run = Path(shutil.copytree(trained_run, tmp_path / "copy"))  # the shared run stays as it is
+    stale = trained_run / "checkpoints" / ".last.ckpt.k3j2.tmp"
+    stale.write_bytes(b"half of a checkpoint")
+    with RunLock(trained_run):
+        code, out = _run([f"resume={trained_run}"], tmp_path)
+    assert code == 2 and "is being trained by pid" in out and "Traceback" not in out
+    assert stale.exists()  # the refused start touched nothing
+    code, out = _run([f"resume={trained_run}"], tmp_path)
+    assert code == 0, out[-3000:]
+    assert not stale.exists()
+
+
+def test_a_diverging_run_stops_at_the_step_and_keeps_finite_checkpoints(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    args = tiny_train_args(
+        tiny_data,
+        tmp_path,
+        "module.lr=1e6",
+        "trainer.max_steps=30",
+        "callbacks.last_checkpoint.every_n_train_steps=1",
+        f"hydra.run.dir={run}",
+    )
+    code, out = _run(args, tmp_path)
+    assert code == 2 and "Traceback" not in out, out[-3000:]
+    # at the step the loss or the weights turn non-finite, whichever comes first
+    assert "training diverged" in out and ("the loss of" in out or "NaN or infinite" in out)
+    assert not (run / "results.json").exists()
+    for ckpt in (run / "checkpoints").glob("*.ckpt"):
+        sd = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+        assert all(bool(t.isfinite().all()) for t in sd.values() if t.is_floating_point())
+
+
+def test_a_smoke_run_shorter_than_the_warmup_trains_with_a_warning(tiny_data, tmp_path):
+    args = tiny_train_args(tiny_data, tmp_path, "trainer.max_steps=2", "module.warmup_steps=1000")
+    code, out = _run(args, tmp_path)
+    assert code == 0, out[-3000:]
+    assert "warmup_steps=1000 >= max_steps=2" in out
