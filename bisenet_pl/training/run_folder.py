@@ -53,8 +53,11 @@ def stored_step(path: Path) -> int | None:
 
 
 def run_checkpoints(run_dir: Path) -> list[Path]:
+    """Every checkpoint of the run: ours in `checkpoints/`, and the `hpc_ckpt_<n>.ckpt` that Lightning's
+    own SLURM requeue (a hand-written sbatch script) writes into the run folder itself."""
     folder = Path(run_dir) / CHECKPOINTS
-    return sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
+    ours = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
+    return ours + sorted(Path(run_dir).glob("hpc_ckpt_*.ckpt"))
 
 
 def latest_checkpoint(run_dir: Path) -> StoredCheckpoint | None:
