@@ -334,3 +334,28 @@ def test_train_pipeline_output_types():
     out = build_train_transform(seed=0)(image=img, mask=seg)
     assert out["image"].shape == (1024, 1024, 3) and out["image"].dtype == np.float32
     assert out["mask"].shape == (1024, 1024) and out["mask"].dtype == np.uint8
+
+
+def test_debug_overfit_switches_every_random_augmentation_off():
+    """`debug=overfit` must feed the same pixels every step, or the loss cannot fall to zero."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("bisenet_pl.conf", version_base="1.3"):
+        data = compose("train", overrides=["experiment=demo", "debug=overfit"]).data
+    transform = build_train_transform(
+        scale=data.scale,
+        ratio_range=data.ratio_range,
+        crop_size=[int(v) for v in data.crop_size],
+        cat_max_ratio=data.cat_max_ratio,
+        flip_prob=data.flip_prob,
+        photometric=data.photometric,
+        seed=0,
+    )
+    rng = np.random.default_rng(0)
+    h, w = int(data.scale[1]) // 2, int(data.scale[0]) // 2  # a frame of the box's aspect, half its size
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    label = rng.integers(0, 19, (h, w), dtype=np.uint8)
+    outs = [transform(image=image, mask=label) for _ in range(4)]
+    assert all(np.array_equal(o["image"], outs[0]["image"]) for o in outs)
+    assert all(np.array_equal(o["mask"], outs[0]["mask"]) for o in outs)
+    assert outs[0]["image"].shape[:2] == (int(data.scale[1]), int(data.scale[0]))  # whole frame, resized
