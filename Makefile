@@ -26,13 +26,14 @@ export WANDB_MODE               ?= offline
 
 help:
 	@echo "make demo        install, make the synthetic dataset, train + evaluate the demo model (CPU, minutes)"
-	@echo "make test        install, then run the test suite"
+	@echo "make test        install, lint, then run the test suite"
 	@echo "make test-parity the parity suite: mmsegmentation run beside us (makes the reference venv once)"
 	@echo "make parity-env  the reference venv for the parity suite ($(PARITY_VENV), reused)"
 	@echo "make test-fast   the tests without the Slurm cluster and the slow end-to-end runs"
 	@echo "make test-slurm  run the tests that need a local Slurm cluster (started and stopped by the test)"
 	@echo "make bench       speed benchmarks (results in experiments/)"
-	@echo "make lint        ruff"
+	@echo "make lint        ruff check, ruff format --check, mypy bisenet_pl (types)"
+	@echo "make format      ruff: fix what it can, reformat"
 
 install: $(STAMP)
 
@@ -57,7 +58,7 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PY) -m bisenet_pl.demo
 
-test: install parity-env
+test: install parity-env lint
 	$(PY) -m pytest -q tests
 
 # The parity suite's reference (tests/parity): mmsegmentation in its own throw-away venv, never in
@@ -99,6 +100,7 @@ bench: install
 lint: install
 	$(VENV)/bin/ruff check bisenet_pl tests benchmarks scripts
 	$(VENV)/bin/ruff format --check bisenet_pl tests benchmarks scripts
+	$(VENV)/bin/mypy bisenet_pl
 
 format: install
 	$(VENV)/bin/ruff check --fix bisenet_pl tests benchmarks scripts

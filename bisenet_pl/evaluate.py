@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bisenet_pl.cli import CONFIG_PATH, hydra_output_dir, quiet_environment, readable_errors
+from bisenet_pl.cli import CONFIG_PATH, hydra_output_dir, keyword_options, quiet_environment, readable_errors
 
 quiet_environment()
 
@@ -49,15 +49,15 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         cfg.mode,
         mean=tuple(meta["mean"]),
         std=tuple(meta["std"]),
-        **{k: v for k, v in OmegaConf.to_container(cfg.inference).items() if v is not None},
+        **keyword_options(cfg.inference),
     )
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     test_scale = (
         (meta.get("test_scale") or (2048, 1024)) if cfg.test_scale == "checkpoint" else cfg.test_scale
     )
-    inference.box = tuple(test_scale)  # type: ignore[assignment]
-    dataset = CityscapesDataset(
+    inference.box = tuple(test_scale)
+    dataset: CityscapesDataset | Subset[Any] = CityscapesDataset(
         datamodule.root,
         cfg.split,
         transform=build_test_transform(tuple(test_scale)),

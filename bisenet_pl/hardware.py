@@ -17,7 +17,8 @@ from bisenet_pl.errors import ConfigError
 @functools.lru_cache(maxsize=1)
 def cpu_info() -> dict[str, Any]:
     """`{"model": ..., "flags": set(...)}` from Linux's `/proc/cpuinfo` (empty elsewhere)."""
-    model, flags = "", set()
+    model = ""
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name") and not model:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bisenet_pl.cli import CONFIG_PATH, print_error, quiet_environment, readable_errors
+from bisenet_pl.cli import CONFIG_PATH, keyword_options, print_error, quiet_environment, readable_errors
 
 quiet_environment()
 
 import hydra  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 from bisenet_pl.errors import DatasetError  # noqa: E402
 
@@ -36,7 +36,7 @@ def main(cfg: DictConfig) -> None:
         mode=cfg.mode,
         fast=cfg.fast,
         test_scale=test_scale,
-        **{k: v for k, v in OmegaConf.to_container(cfg.inference).items() if v is not None},
+        **keyword_options(cfg.inference),
     )
     images = find_images(cfg.input)
     if not images:

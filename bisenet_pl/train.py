@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bisenet_pl.cli import CONFIG_PATH, hydra_output_dir, instantiate_dict, quiet_environment, readable_errors
 
@@ -208,7 +208,10 @@ def _refuse_other_run(cfg: DictConfig, run_dir: Path) -> None:
     except Exception as err:
         raise ConfigError(f"{saved} cannot be read ({type(err).__name__}: {err})") from None
     now = OmegaConf.to_container(cfg, resolve=False)
-    differences = config_differences(old, now, ignore=START_KEYS)  # type: ignore[arg-type]
+    # Both are mappings: a composed config, and the run_config.yaml a run of ours wrote from one.
+    differences = config_differences(
+        cast("dict[str, Any]", old), cast("dict[str, Any]", now), ignore=START_KEYS
+    )
     if differences:
         raise ConfigError(
             f"{run_dir} holds another run: its saved config differs from this one in "

@@ -14,6 +14,7 @@ from bisenet_pl.errors import BisenetError, ConfigError
 
 def parse_size(size: str | Sequence[int]) -> tuple[int, int]:
     """`"1024x2048"` or `[1024, 2048]` -> (H, W)."""
+    parts: list[str] | list[int]
     if isinstance(size, str):
         parts = size.lower().replace("*", "x").split("x")
     else:

@@ -38,7 +38,7 @@ def infer_model_config(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]
         config["num_classes"] = n
     config["aux_heads"] = any(k.startswith(AUX_PREFIX) for k in state_dict)
 
-    detail = []
+    detail: list[int] = []
     while (c := out_ch(f"backbone.detail.detail_branch.{len(detail)}.0.conv.weight")) is not None:
         detail.append(c)
     if detail:
@@ -60,7 +60,7 @@ def infer_model_config(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]
     dec = out_ch("decode_head.convs.0.conv.weight")
     if dec is not None:
         config["decode_channels"] = dec
-    aux = []
+    aux: list[int] = []
     while (c := out_ch(f"{AUX_PREFIX}{len(aux)}.convs.0.conv.weight")) is not None:
         aux.append(c)
     if aux:

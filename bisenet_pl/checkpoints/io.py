@@ -54,7 +54,8 @@ def _atomic_file(path: Path, mode: str) -> Iterator[IO[Any]]:
     """A file object whose bytes appear at `path` only once complete: temp file in the same folder (so the
     rename is atomic), flushed, fsync'ed, then `os.replace`d; on any error the temp file is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp_name: str | None = tmp
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -62,8 +63,8 @@ def _atomic_file(path: Path, mode: str) -> Iterator[IO[Any]]:
             os.fsync(f.fileno())
         # mkstemp makes 0600 files; ours get the usual permissions (0666 minus the umask), so
         # collaborators on a shared cluster filesystem can read them as they could any other file.
-        os.chmod(tmp_name, 0o666 & ~_current_umask())
-        os.replace(tmp_name, path)
+        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.replace(tmp, path)
         tmp_name = None
     finally:
         if tmp_name is not None and os.path.exists(tmp_name):

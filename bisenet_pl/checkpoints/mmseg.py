@@ -47,7 +47,8 @@ def mmseg_meta(raw_meta: Any, num_classes: int) -> dict[str, Any]:
     meta = default_meta(num_classes)
     if not isinstance(raw_meta, Mapping):
         return meta
-    dataset_meta = raw_meta.get("dataset_meta") if isinstance(raw_meta.get("dataset_meta"), Mapping) else {}
+    raw_dataset_meta = raw_meta.get("dataset_meta")
+    dataset_meta: Mapping[Any, Any] = raw_dataset_meta if isinstance(raw_dataset_meta, Mapping) else {}
     classes = raw_meta.get("CLASSES") or dataset_meta.get("classes")
     palette = raw_meta.get("PALETTE") or dataset_meta.get("palette")
     if isinstance(classes, list | tuple) and len(classes) == num_classes:

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import bisenet_pl.cli.resolvers  # noqa: F401  (registers the resolvers the configs use)
 from bisenet_pl.errors import BisenetError
@@ -49,7 +49,7 @@ def readable_errors(func: F) -> F:
             print_error(str(err))
             raise SystemExit(2) from None
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)
 
 
 def instantiate_dict(node: Any, kind: str) -> list[Any]:
@@ -71,11 +71,19 @@ def instantiate_dict(node: Any, kind: str) -> list[Any]:
             continue
         if not isinstance(conf, DictConfig) or "_target_" not in conf:
             raise BisenetError(
-                f"`{kind}.{name}` has no `_target_`: every {kind} entry instantiates an object"
+                f"`{kind}.{name!s}` has no `_target_`: every {kind} entry instantiates an object"
             )
         log.debug("instantiating %s.%s -> %s", kind, name, conf._target_)
         objects.append(instantiate(conf))
     return objects
+
+
+def keyword_options(node: Any) -> dict[str, Any]:
+    """A mapping config node (e.g. `inference`) as keyword arguments, entries set to null left out."""
+    from omegaconf import OmegaConf
+
+    options = cast("dict[str, Any]", OmegaConf.to_container(node))  # a DictConfig's keys: str
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def hydra_output_dir() -> Path | None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import functools
 import logging
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import lightning as L
@@ -31,6 +31,11 @@ from bisenet_pl.errors import DatasetError
 log = logging.getLogger(__name__)
 
 
+def _len(dataset: Dataset) -> int:
+    """`len` of a map-style dataset (ours all are; torch's `Dataset` type declares no `__len__`)."""
+    return len(cast(Sized, dataset))
+
+
 class RepeatDataset(Dataset):
     """`dataset` seen `times` times in a row, so a tiny set still fills one batch per device and epoch."""
 
@@ -39,10 +44,10 @@ class RepeatDataset(Dataset):
         self.times = int(times)
 
     def __len__(self) -> int:
-        return len(self.dataset) * self.times  # type: ignore[arg-type]
+        return _len(self.dataset) * self.times
 
     def __getitem__(self, index: int) -> Any:
-        return self.dataset[index % len(self.dataset)]  # type: ignore[arg-type]
+        return self.dataset[index % _len(self.dataset)]
 
     def reseed(self, seed: int | Sequence[int]) -> None:
         if hasattr(self.dataset, "reseed"):
@@ -90,7 +95,7 @@ def _pair(value: Sequence[Any], name: str, kind: type = int) -> tuple[Any, Any]:
     values = tuple(kind(v) for v in value)
     if len(values) != 2:
         raise DatasetError(f"data.{name} must have two values, got {list(value)}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 class CityscapesDataModule(L.LightningDataModule):
@@ -263,7 +268,7 @@ class CityscapesDataModule(L.LightningDataModule):
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
         rank, world = _dist_info()
-        sampler = ShardedSampler(len(dataset), rank, world) if world > 1 else None  # type: ignore[arg-type]
+        sampler = ShardedSampler(_len(dataset), rank, world) if world > 1 else None
         return self._loader(dataset, 1, sampler, shuffle=False)
 
     def val_dataloader(self) -> DataLoader:

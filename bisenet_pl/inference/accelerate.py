@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,9 @@ from bisenet_pl.data.preprocess import preprocess
 from bisenet_pl.evaluation.agreement import max_logit_difference, net_agreement
 from bisenet_pl.hardware import supported_precisions
 from bisenet_pl.inference.onnx import FP32_TOLERANCE, LowResOnnxNet, OnnxNet, onnxruntime_available
+
+if TYPE_CHECKING:
+    from bisenet_pl.models.segmentor import Segmentor
 
 log = logging.getLogger(__name__)
 
@@ -126,21 +130,22 @@ class FastNet(nn.Module):
     `forward_logits(x)` the float32 1/8 logits. The input may be NCHW or channels_last: it is converted.
     """
 
-    def __init__(self, model: nn.Module, options: FastOptions | None = None, **kwargs: object) -> None:
+    def __init__(self, model: Segmentor, options: FastOptions | None = None, **kwargs: Any) -> None:
         super().__init__()
-        options = options or FastOptions(**kwargs)  # type: ignore[arg-type]
+        options = options or FastOptions(**kwargs)
         self.options = options
         param = next(model.parameters())
         self.device = param.device
         if options.precision == "fp16" and self.device.type != "cuda":
             raise ValueError("fp16 inference needs a CUDA device: PyTorch has no fast fp16 CPU convolutions")
-        net = model.inference_copy(fuse=options.fuse)  # type: ignore[operator]
+        net = model.inference_copy(fuse=options.fuse)
         if options.channels_last:
-            net = net.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format at run time; torch's overloads leave it out.
+            net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self._global_dtype = None
         dtype = _DTYPES.get(options.precision)
         if dtype is not None and options.scope == "heavy":
-            for path, to_float in model.heavy_modules().items():  # type: ignore[operator]
+            for path, to_float in model.heavy_modules().items():
                 _wrap(net, path, _Autocast(net.get_submodule(path), self.device.type, dtype, to_float))
         elif dtype is not None:
             self._global_dtype = dtype
@@ -212,7 +217,7 @@ def check_size_for(model: nn.Module) -> tuple[int, int]:
 
 
 def fastest_net(
-    model: nn.Module,
+    model: Segmentor,
     device: torch.device | str,
     check_size: tuple[int, int] | None = None,
     min_agreement: float = CHECK_AGREEMENT,
@@ -253,9 +258,9 @@ def fastest_net(
             options = FastOptions(fuse=True, channels_last=True, precision=precision, scope=scope)
             candidate = FastNet(model, options)
             if images is None:
-                size = tuple(check_size) if check_size else check_size_for(model)
+                size = cast("tuple[int, int]", tuple(check_size)) if check_size else check_size_for(model)
                 n = min(8, max(2, round(2 * CHECK_MAX_PIXELS / (size[0] * size[1]))))
-                images = _check_images(device, size, n)  # type: ignore[arg-type]
+                images = _check_images(device, size, n)
                 with torch.no_grad():
                     reference_labels = [model(x).argmax(1) for x in images]
             agree = net_agreement(model, candidate, images, reference_labels=reference_labels)

@@ -11,7 +11,7 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -19,6 +19,9 @@ from torch import nn
 from bisenet_pl.checkpoints.meta import complete_meta
 from bisenet_pl.errors import ConfigError
 from bisenet_pl.inference.modes import Net
+
+if TYPE_CHECKING:
+    from bisenet_pl.models.segmentor import Segmentor
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ class LoadedNet:
     _tmp: Any = field(default=None, repr=False)
 
 
-def _model(source: str | Path | None, device: torch.device) -> nn.Module:
+def _model(source: str | Path | None, device: torch.device) -> Segmentor:
     from bisenet_pl.checkpoints import load_model
     from bisenet_pl.models import Segmentor
 

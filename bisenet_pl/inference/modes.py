@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -52,8 +53,9 @@ class InferenceConfig:
             raise ValueError(
                 f"inference mode must be 'whole' or 'slide' (msflip = scales + flip), got {self.mode!r}"
             )
-        self.crop_size = tuple(int(v) for v in self.crop_size)  # type: ignore[assignment]
-        self.stride = tuple(int(v) for v in self.stride)  # type: ignore[assignment]
+        # Configs hand over lists (of two ints: the dataclass's contract).
+        self.crop_size = cast("tuple[int, int]", tuple(int(v) for v in self.crop_size))
+        self.stride = cast("tuple[int, int]", tuple(int(v) for v in self.stride))
         self.scales = tuple(float(s) for s in self.scales)
         if self.box is not None:
             self.box = (int(self.box[0]), int(self.box[1]))
@@ -133,6 +135,11 @@ def _one_pass(net: Net, image: torch.Tensor, cfg: InferenceConfig) -> torch.Tens
     return net(image).float()
 
 
+def _hw(size: Sequence[int]) -> tuple[int, int]:
+    """`size` (an (H, W) pair or a tensor's `shape[-2:]`) as a tuple, typed as the pair it is."""
+    return cast("tuple[int, int]", tuple(size))
+
+
 def resize_scores(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear, align_corners=False: mmseg's resize to the original image size."""
     if tuple(scores.shape[-2:]) == tuple(size):
@@ -172,9 +179,9 @@ def segment(
     2048x1024 Cityscapes frame).
     """
     cfg = cfg or InferenceConfig()
-    size = tuple(ori_size) if ori_size is not None else tuple(image.shape[-2:])
+    size = _hw(ori_size if ori_size is not None else image.shape[-2:])
     if not cfg.is_multi_pass:
-        return resize_scores(_one_pass(net, image, cfg), size)  # type: ignore[arg-type]
+        return resize_scores(_one_pass(net, image, cfg), size)
     if original is None and tuple(image.shape[-2:]) == size:
         # No test resize happened, so the image is the original: recover its uint8 pixels exactly.
         original = torch.from_numpy(denormalize(image, cfg.mean, cfg.std))
@@ -187,7 +194,7 @@ def segment(
             scores = _one_pass(net, x, cfg)
             if flipped:
                 scores = scores.flip(-1)
-            probs = resize_scores(scores, size).softmax(dim=1)  # type: ignore[arg-type]
+            probs = resize_scores(scores, size).softmax(dim=1)
             total = probs if total is None else total.add_(probs)
             passes += 1
     assert total is not None
@@ -213,7 +220,7 @@ def predict_labels(
     an ONNX net) takes the full path.
     """
     cfg = cfg or InferenceConfig()
-    size = tuple(ori_size) if ori_size is not None else tuple(image.shape[-2:])
+    size = _hw(ori_size if ori_size is not None else image.shape[-2:])
     forward_logits = getattr(net, "forward_logits", None)
     if (
         fast_argmax

@@ -25,13 +25,16 @@ import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bisenet_pl.errors import BisenetError
+
+if TYPE_CHECKING:
+    from bisenet_pl.models.segmentor import Segmentor
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -63,12 +66,12 @@ def onnxruntime_available() -> bool:
 class _LowResLogits(nn.Module):
     """`forward` = the wrapped Segmentor's `forward_logits` (1/8 logits): the graph the fast path runs."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: Segmentor) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_logits(x)  # type: ignore[operator]
+        return self.model.forward_logits(x)
 
 
 def _torch_onnx_export(
@@ -79,6 +82,8 @@ def _torch_onnx_export(
         warnings.simplefilter("ignore")  # the legacy exporter's DeprecationWarning, tracer warnings
         if exporter == "dynamo":
             from torch.export import Dim
+
+            assert isinstance(target, str), "the in-memory export (a BytesIO) uses the TorchScript exporter"
 
             torch.onnx.export(
                 net,
@@ -97,7 +102,8 @@ def _torch_onnx_export(
             torch.onnx.export(
                 net,
                 (example,),
-                target,
+                # The TorchScript exporter writes to a file object too; torch annotates `f` as a path only.
+                target,  # type: ignore[arg-type]
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: dyn, OUTPUT_NAME: dyn},
@@ -139,7 +145,7 @@ def opset_of(path: Path) -> int:
 
 
 def export_onnx(
-    model: nn.Module,
+    model: Segmentor,
     out: str | Path,
     meta: dict[str, Any] | None = None,
     exporter: str = "dynamo",
@@ -157,7 +163,7 @@ def export_onnx(
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    net = model.inference_copy(fuse=True).float().cpu()  # type: ignore[operator]
+    net = model.inference_copy(fuse=True).float().cpu()
     num_classes = int(net.num_classes)
     full_meta = complete_meta(num_classes, meta)
     full_meta.update(
@@ -268,14 +274,14 @@ class OnnxNet:
         self.align_corners = bool(self.meta.get("align_corners", False))
 
     @staticmethod
-    def from_model(model: nn.Module, threads: int | None = None) -> LowResOnnxNet:
+    def from_model(model: Segmentor, threads: int | None = None) -> LowResOnnxNet:
         """The fused fp32 model's 1/8 logits in ONNX Runtime (CPU), upsampled in torch.
 
         Why: on CPUs like this project's, ONNX Runtime's fp32 convolutions (MLAS, NCHWc blocked layout,
         conv+ReLU fused) run BiSeNetV2 faster than PyTorch's oneDNN path, with the same logits to ~1e-5.
         Exported in memory with the TorchScript exporter (about a second).
         """
-        net = model.inference_copy(fuse=True).float().cpu()  # type: ignore[operator]
+        net = model.inference_copy(fuse=True).float().cpu()
         buffer = io.BytesIO()
         _torch_onnx_export(_LowResLogits(net), buffer, "torchscript", 17, torch.zeros(1, 3, 64, 128))
         ort_net = LowResOnnxNet(buffer.getvalue(), device="cpu", threads=threads)
@@ -321,7 +327,7 @@ class LowResOnnxNet(OnnxNet):
 
 def check_onnx(
     path: str | Path,
-    model: nn.Module,
+    model: Segmentor,
     shapes: Sequence[Sequence[int]] = DEFAULT_CHECK_SHAPES,
     tolerance: float = FP32_TOLERANCE,
     seed: int = 0,
@@ -333,7 +339,7 @@ def check_onnx(
     sees after normalisation); one generator seed for reproducibility.
     """
     onnx_net = OnnxNet(path, device="cpu")
-    reference = model.inference_copy(fuse=False).float().cpu()  # type: ignore[operator]
+    reference = model.inference_copy(fuse=False).float().cpu()
     g = torch.Generator().manual_seed(seed)
     diffs = []
     for shape in shapes:

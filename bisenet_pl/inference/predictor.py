@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from bisenet_pl.data.preprocess import preprocess, read_rgb
 from bisenet_pl.hardware import resolve_device
 from bisenet_pl.inference.modes import InferenceConfig, Net, predict_labels, segment
 from bisenet_pl.inference.visualize import colorize, overlay
+
+if TYPE_CHECKING:
+    from bisenet_pl.models.segmentor import Segmentor
 
 ImageLike = Any  # an RGB uint8 array, a PIL image, or an image path
 
@@ -50,7 +53,7 @@ class Predictor:
 
     def __init__(
         self,
-        checkpoint: str | Path | torch.nn.Module,
+        checkpoint: str | Path | Segmentor,
         device: str = "cpu",
         mode: str = "whole",
         fast: bool = False,
@@ -68,7 +71,9 @@ class Predictor:
         self.meta: dict[str, Any] = complete_meta(num_classes, getattr(self.model, "meta", None))
         if test_scale == "checkpoint":
             test_scale = self.meta.get("test_scale") or (2048, 1024)
-        self.test_scale = tuple(test_scale) if test_scale is not None else None
+        # a (long, short) box by now: "checkpoint" was replaced just above
+        box = cast("Sequence[int] | None", test_scale)
+        self.test_scale: tuple[int, ...] | None = tuple(box) if box is not None else None
         inference.setdefault("box", self.test_scale)
         self.cfg = InferenceConfig.from_mode(
             mode, mean=tuple(self.meta["mean"]), std=tuple(self.meta["std"]), **inference

@@ -124,8 +124,9 @@ class CEBlock(nn.Module):
 
     def __init__(self, in_channels: int = 128, out_channels: int = 128) -> None:
         super().__init__()
-        self.gap = nn.Sequential(nn.AdaptiveAvgPool2d((1, 1)), nn.BatchNorm2d(in_channels))
-        constant_init_bn_(self.gap[1])
+        gap_bn = nn.BatchNorm2d(in_channels)
+        constant_init_bn_(gap_bn)
+        self.gap = nn.Sequential(nn.AdaptiveAvgPool2d((1, 1)), gap_bn)
         self.conv_gap = ConvBNAct(in_channels, out_channels, 1)
         self.conv_last = ConvBNAct(out_channels, out_channels, 3)
 
@@ -144,14 +145,18 @@ class CEBlock(nn.Module):
         if not isinstance(bn, _BatchNorm):  # already fused (SyncBatchNorm is a _BatchNorm too)
             return
         conv = self.conv_gap.conv
-        scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.detach().double() + bn.eps)
-        shift = bn.bias.detach().double() - bn.running_mean.detach().double() * scale
+        gamma, beta, mean, var = bn.weight, bn.bias, bn.running_mean, bn.running_var
+        assert gamma is not None and beta is not None and mean is not None and var is not None
+        scale = gamma.detach().double() / torch.sqrt(var.detach().double() + bn.eps)
+        shift = beta.detach().double() - mean.detach().double() * scale
         w = conv.weight.detach().double()  # (out, in, 1, 1)
         new = nn.Conv2d(conv.in_channels, conv.out_channels, 1, bias=True).to(conv.weight.device)
         old_bias = conv.bias.detach().double() if conv.bias is not None else 0.0
+        new_bias = new.bias
+        assert new_bias is not None  # built with bias=True
         with torch.no_grad():
             new.weight.copy_((w * scale.view(1, -1, 1, 1)).to(conv.weight.dtype))
-            new.bias.copy_((w[:, :, 0, 0] @ shift + old_bias).to(conv.weight.dtype))
+            new_bias.copy_((w[:, :, 0, 0] @ shift + old_bias).to(conv.weight.dtype))
         self.conv_gap.conv = new
         self.gap[1] = nn.Identity()
         self.conv_gap.fuse()

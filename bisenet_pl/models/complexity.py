@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -152,7 +152,7 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
         for i, head in enumerate(aux):
             result[f"aux_head_{i}"] = _n_params(head)
     if backbone is not None and hasattr(model, "decode_head"):
-        result["inference"] = _n_params(backbone) + _n_params(model.decode_head)
+        result["inference"] = _n_params(backbone) + _n_params(cast(nn.Module, model.decode_head))
         result["training"] = result["total"]
     return result
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -49,7 +51,9 @@ class FCNHead(nn.Module):
         self.conv_seg = nn.Conv2d(channels, num_classes, kernel_size=1)
         if conv_seg_std is not None:
             nn.init.normal_(self.conv_seg.weight, mean=0.0, std=conv_seg_std)
-            nn.init.zeros_(self.conv_seg.bias)
+            bias = self.conv_seg.bias
+            assert bias is not None  # a Conv2d built with its default bias=True
+            nn.init.zeros_(bias)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.convs = nn.Sequential(
             *[ConvBNAct(in_channels if i == 0 else channels, channels, kernel_size) for i in range(num_convs)]
@@ -69,4 +73,4 @@ class FCNHead(nn.Module):
     def fuse(self) -> None:
         """Fold the BNs of `convs` into their convs (inference only)."""
         for m in self.convs:
-            m.fuse()
+            cast(ConvBNAct, m).fuse()

@@ -7,6 +7,8 @@ ConvModule / DepthwiseSeparableConvModule names, so that our state-dict keys are
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,29 +41,37 @@ def fold_bn_into_conv(conv: nn.Conv2d, bn: _BatchNorm) -> nn.Conv2d:
     `b' = (b - mean) * s + beta`. Computed in float64 to keep the fused model within 1e-6 of the
     unfused one in fp32.
     """
+    # Our BNs are affine and track running statistics (ConvBNAct builds them with PyTorch's defaults).
+    gamma, beta, mean, var = bn.weight, bn.bias, bn.running_mean, bn.running_var
+    assert gamma is not None and beta is not None, "fold_bn_into_conv needs an affine BN"
+    assert mean is not None and var is not None, "fold_bn_into_conv needs BN running statistics"
     w = conv.weight.detach().double()
     if conv.bias is not None:
         b = conv.bias.detach().double()
     else:
         b = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
-    scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.detach().double() + bn.eps)
+    scale = gamma.detach().double() / torch.sqrt(var.detach().double() + bn.eps)
+    # A Conv2d's size attributes are pairs (its stubs type them as tuple[int, ...]).
+    pair = tuple[int, int]
     fused = nn.Conv2d(
         conv.in_channels,
         conv.out_channels,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
+        cast(pair, conv.kernel_size),
+        stride=cast(pair, conv.stride),
+        padding=cast("str | tuple[int, int]", conv.padding),
+        dilation=cast(pair, conv.dilation),
         groups=conv.groups,
         bias=True,
         padding_mode=conv.padding_mode,
     ).to(device=conv.weight.device)
+    fused_bias = fused.bias
+    assert fused_bias is not None  # built with bias=True
     with torch.no_grad():
         fused.weight.copy_((w * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype))
-        shift = (b - bn.running_mean.detach().double()) * scale + bn.bias.detach().double()
-        fused.bias.copy_(shift.to(conv.weight.dtype))
+        shift = (b - mean.detach().double()) * scale + beta.detach().double()
+        fused_bias.copy_(shift.to(conv.weight.dtype))
     fused.weight.requires_grad_(conv.weight.requires_grad)
-    fused.bias.requires_grad_(conv.weight.requires_grad)
+    fused_bias.requires_grad_(conv.weight.requires_grad)
     return fused
 
 

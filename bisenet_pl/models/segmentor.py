@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -33,6 +33,9 @@ class Segmentor(nn.Module):
     particular the
     aux heads' `conv_seg` keeps PyTorch's default init (see `FCNHead`).
     """
+
+    #: The checkpoint's meta (classes, palette, mean, std): set by `load_model`, absent otherwise.
+    meta: dict[str, Any]
 
     def __init__(
         self,
@@ -123,6 +126,7 @@ class Segmentor(nn.Module):
         inference), BN folded into the convs if `fuse`. The original stays trainable and savable."""
         net = copy.deepcopy(self).eval()
         net.aux_heads = nn.ModuleList()
+        net._config = {**net._config, "aux_heads": False}  # a saved copy must describe itself
         if fuse:
             net.fuse()
         return net
@@ -138,7 +142,7 @@ class Segmentor(nn.Module):
         """
         names = {id(m): name for name, m in self.named_modules()}
         detail = self.backbone.detail.detail_branch
-        first_stage = detail[0]
+        first_stage = cast(nn.Sequential, detail[0])
         heavy: dict[str, bool] = {names[id(m)]: False for m in list(first_stage)[1:]}
         for i, stage in enumerate(list(detail)[1:], start=1):
             heavy[names[id(stage)]] = i == len(detail) - 1
@@ -177,7 +181,7 @@ class Segmentor(nn.Module):
         self.backbone.fuse()
         self.decode_head.fuse()
         for head in self.aux_heads:
-            head.fuse()
+            cast(FCNHead, head).fuse()
         self.is_fused = True
         return self
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import errno
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -16,6 +17,11 @@ from bisenet_pl.errors import CheckpointError, TrainingDiverged
 from bisenet_pl.evaluation.metrics import format_results_table, results_to_jsonable
 
 log = logging.getLogger(__name__)
+
+
+def _class_names(pl_module: pl.LightningModule) -> list[str]:
+    """The class names of a `SegmentationModule` (these callbacks serve no other module)."""
+    return list(cast(Sequence[str], pl_module.class_names))
 
 
 class ResultsWriter(pl.Callback):
@@ -39,7 +45,7 @@ class ResultsWriter(pl.Callback):
         results = getattr(pl_module, "test_results", None)
         if results is None:
             return
-        names = list(pl_module.class_names)
+        names = _class_names(pl_module)
         from rich.console import Console
 
         Console().print(format_results_table(results, names))
@@ -119,8 +125,8 @@ def _write_failure(path: Path, checkpoint: dict[str, Any], err: BaseException) -
             f"about {need / 2**20:.0f} MiB needed); the previous checkpoint is kept. Free some space and "
             f"resume with `python -m bisenet_pl.train resume={folder.parent}`"
         )
-    if denied:
-        return f"cannot write checkpoint {path}: {folder} is not writable ({cause.strerror})"  # type: ignore[union-attr]
+    if denied and isinstance(cause, OSError):  # `denied` implies an OSError
+        return f"cannot write checkpoint {path}: {folder} is not writable ({cause.strerror})"
     reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else text.splitlines()[0]
     return f"cannot write checkpoint {path}: {reason}"
 
@@ -235,7 +241,8 @@ class SpeedMonitor(pl.Callback):
         import torch
 
         self._images += int(batch["image"].shape[0]) * trainer.world_size
-        every = self.log_every_n_steps or trainer.log_every_n_steps
+        # Lightning's logger connector sets this Trainer attribute; the class does not declare it.
+        every = self.log_every_n_steps or trainer.log_every_n_steps  # type: ignore[attr-defined]
         if self._t0 is None or trainer.global_step % max(every, 1):
             return
         elapsed = time.perf_counter() - self._t0
@@ -296,7 +303,7 @@ class WandbPredictions(pl.Callback):
             return
         import wandb
 
-        names = list(pl_module.class_names)
+        names = _class_names(pl_module)
         class_labels = {i: n for i, n in enumerate(names)}
         class_labels[255] = "ignore"
         images = [

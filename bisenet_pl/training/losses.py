@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -113,7 +114,7 @@ def ohem_weights(
             min_threshold = valid_prob.kthvalue(k + 1).values  # == sorted ascending [k]
             # Python max() of a 0-d fp32 tensor and a float, then `prob < threshold`, as mmseg does: the
             # comparison happens in fp32 either way (the float is a weak scalar).
-            threshold = max(min_threshold, thresh)
+            threshold = cast("Tensor | float", max(min_threshold, thresh))
             weight[valid] = (valid_prob < threshold).float()
         else:
             losses = F.cross_entropy(logits, label, reduction="none", ignore_index=ignore_index)

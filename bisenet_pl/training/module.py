@@ -9,19 +9,46 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 
 from bisenet_pl.data.cityscapes import CLASSES, MEAN, PALETTE, STD
 from bisenet_pl.errors import TrainingDiverged
 from bisenet_pl.evaluation.metrics import SegmentationMetric
 from bisenet_pl.inference.modes import InferenceConfig, segment
-from bisenet_pl.training.schedules import build_warmup_poly_scheduler
+from bisenet_pl.training.schedules import Style, build_warmup_poly_scheduler
+
+if TYPE_CHECKING:
+    from bisenet_pl.models.segmentor import Segmentor
 
 log = logging.getLogger(__name__)
+
+
+class _HParams(Protocol):
+    """What `save_hyperparameters` stores: `SegmentationModule.__init__`'s arguments but model and loss.
+
+    Lightning types `hparams` as a MutableMapping; at run time it is an AttributeDict, read by attribute.
+    """
+
+    lr: float
+    momentum: float
+    weight_decay: float
+    warmup_steps: int
+    warmup_ratio: float
+    power: float
+    min_lr: float
+    lr_style: str
+    max_steps: int
+    sync_bn_heads: bool
+    inference: dict[str, Any] | None
+    class_names: Sequence[str] | None
+    test_scale: Sequence[int] | None
+    channels_last: bool
 
 
 class SegmentationModule(pl.LightningModule):
@@ -77,6 +104,16 @@ class SegmentationModule(pl.LightningModule):
         self.test_results: dict[str, Any] | None = None
         self.val_results: dict[str, Any] | None = None
 
+    @property
+    def hp(self) -> _HParams:
+        """`self.hparams`, typed: the constructor's plain arguments, read by attribute."""
+        return cast(_HParams, self.hparams)
+
+    def _optimizer(self) -> LightningOptimizer:
+        optimizer = self.optimizers()
+        assert not isinstance(optimizer, list)  # configure_optimizers returns exactly one
+        return optimizer
+
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
         """Convert the heads' BN to SyncBN before DDP wraps the model, as mmseg's config does.
@@ -87,12 +124,12 @@ class SegmentationModule(pl.LightningModule):
         (docs/libraries.md), so anywhere else the heads keep plain BN, which has the same state dict.
         """
         trainer = self.trainer
-        if not (self.hparams.sync_bn_heads and stage == "fit" and trainer.world_size > 1):
+        if not (self.hp.sync_bn_heads and stage == "fit" and trainer.world_size > 1):
             return
         if trainer.accelerator.__class__.__name__ != "CUDAAccelerator":
             log.info("sync_bn_heads: not on CUDA GPUs, heads keep per-process BN")
             return
-        self.model.sync_bn_heads()
+        cast("Segmentor", self.model).sync_bn_heads()
         log.info("sync_bn_heads: decode and auxiliary heads use SyncBatchNorm; the backbone does not")
 
     # ------------------------------------------------------------------ train
@@ -100,11 +137,12 @@ class SegmentationModule(pl.LightningModule):
         # A network handed over in eval mode (e.g. from `load_model`) trains in train mode; Lightning
         # records the modes it finds when training starts, so switching here also silences its warning.
         self.model.train()
-        if self.hparams.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        if self.hp.channels_last:
+            # Module.to takes memory_format at run time; torch's overloads leave it out.
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def _input(self, image: torch.Tensor) -> torch.Tensor:
-        if self.hparams.channels_last:
+        if self.hp.channels_last:
             return image.contiguous(memory_format=torch.channels_last)
         return image
 
@@ -123,7 +161,7 @@ class SegmentationModule(pl.LightningModule):
                 key = "train/acc_seg"
             self.log(key, value.detach(), on_step=True, prog_bar=name == "total", batch_size=batch_size)
         # The LR this iteration used (the scheduler steps after the optimizer), as mmseg logs it.
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, batch_size=batch_size)
+        self.log("train/lr", self._optimizer().param_groups[0]["lr"], on_step=True, batch_size=batch_size)
         self.log(
             "train/global_batch",
             float(batch_size * self.trainer.world_size),
@@ -156,7 +194,7 @@ class SegmentationModule(pl.LightningModule):
 
     def _current_lr(self) -> float:
         try:
-            return float(self.optimizers().param_groups[0]["lr"])  # type: ignore[union-attr]
+            return float(self._optimizer().param_groups[0]["lr"])
         except Exception:
             return float("nan")
 
@@ -175,8 +213,8 @@ class SegmentationModule(pl.LightningModule):
                 per_device * self.trainer.world_size,
             )
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        hp = self.hp
         optimizer = torch.optim.SGD(
             self.model.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
         )
@@ -195,7 +233,7 @@ class SegmentationModule(pl.LightningModule):
             warmup_ratio=hp.warmup_ratio,
             power=hp.power,
             min_lr=hp.min_lr,
-            style=hp.lr_style,
+            style=cast(Style, hp.lr_style),  # build_warmup_poly_scheduler checks it
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -241,6 +279,6 @@ class SegmentationModule(pl.LightningModule):
                 "palette": [list(c) for c in PALETTE[: len(self.class_names)]],
                 "mean": list(MEAN),
                 "std": list(STD),
-                "test_scale": list(self.hparams.test_scale) if self.hparams.test_scale else None,
+                "test_scale": list(self.hp.test_scale) if self.hp.test_scale else None,
             },
         }

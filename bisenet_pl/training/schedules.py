@@ -38,7 +38,8 @@ checkpoint stays loadable with ``torch.load(weights_only=True)`` (docs/libraries
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, cast
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -135,7 +136,7 @@ class WarmupPolyMultiplier:
         self.warmup_ratio = float(warmup_ratio)
         self.power = float(power)
         self.min_lr = float(min_lr)
-        self.style = str(style)
+        self.style = cast(Style, str(style))  # one of STYLES: _check_args checked it
 
     def __call__(self, step: int) -> float:
         lr = warmup_poly_lr(
@@ -146,7 +147,7 @@ class WarmupPolyMultiplier:
             warmup_ratio=self.warmup_ratio,
             power=self.power,
             min_lr=self.min_lr,
-            style=self.style,  # type: ignore[arg-type]
+            style=self.style,
         )
         return lr / self.base_lr
 
@@ -175,7 +176,7 @@ def build_warmup_poly_scheduler(
     else ``lr``). Passing it is only a consistency check: a mismatch raises instead of silently
     training at another LR. ``min_lr`` is absolute, as in mmcv/mmengine, for every group.
     """
-    lambdas = []
+    lambdas: list[Callable[[int], float]] = []
     for i, group in enumerate(optimizer.param_groups):
         group_lr = float(group.get("initial_lr", group["lr"]))
         if base_lr is not None and not math.isclose(group_lr, base_lr, rel_tol=1e-12, abs_tol=0.0):

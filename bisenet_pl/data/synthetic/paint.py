@@ -86,7 +86,7 @@ def _paint(
     texture = _LOOKS[obj.look][3]
     shade = 1.0 + 0.04 * fine
     tint = None  # optional second colour (n, 3) blended with weight `mix`
-    mix = np.zeros_like(u)
+    mix: np.ndarray = np.zeros_like(u)
     if texture == "road":
         shade = 1.0 + 0.10 * fine + 0.06 * mid
     elif texture == "tiles":
@@ -220,7 +220,7 @@ def _render(objs: list[SceneObject], st: Street, rng: np.random.Generator) -> di
         "mid": _noise_field(rng, height, width, 48),
         "coarse": _noise_field(rng, height, width, 8),
     }
-    photo = np.zeros((height * width, 3), dtype=np.float32)
+    photo: np.ndarray = np.zeros((height * width, 3), dtype=np.float32)
     order = np.argsort(index, kind="stable")
     bounds = np.cumsum(np.bincount(index, minlength=len(kept) + 1))
     start = 0
@@ -237,9 +237,11 @@ def _render(objs: list[SceneObject], st: Street, rng: np.random.Generator) -> di
     photo = photo.reshape(height, width, 3)
 
     # light: overall exposure, a sideways gradient, soft cast shadows on the ground; then sensor noise
-    light = rng.uniform(0.75, 1.2) * (1.0 + rng.uniform(-0.15, 0.15) * np.linspace(-1, 1, width))[None, :]
+    light: np.ndarray = (
+        rng.uniform(0.75, 1.2) * (1.0 + rng.uniform(-0.15, 0.15) * np.linspace(-1, 1, width))[None, :]
+    )
     light = np.broadcast_to(light, (height, width)).astype(np.float32).copy()
-    shadow = np.zeros((height, width), dtype=np.uint8)
+    shadow: np.ndarray = np.zeros((height, width), dtype=np.uint8)
     for _ in range(rng.integers(0, 3)):
         s1 = rng.uniform(0.2, 1.0)
         lat = rng.uniform(-3, 1)

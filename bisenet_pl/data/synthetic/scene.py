@@ -3,9 +3,10 @@ furniture and traffic, as Cityscapes polygons in drawing order."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from bisenet_pl.data.synthetic.shapes import (
 
 log = logging.getLogger(__name__)
 
+#: A depth scale: one value, or one per point.
+_Depth = TypeVar("_Depth", float, np.ndarray)
+
 
 class Street:
     """A road vanishing at (xv, yh). World X: lateral position in road half-widths; s: depth scale (1 at the
@@ -37,7 +41,7 @@ class Street:
         self.xv = width * rng.uniform(0.40, 0.60)
         self.unit = width * rng.uniform(0.32, 0.42)
 
-    def y(self, s: float) -> float:
+    def y(self, s: _Depth) -> _Depth:
         return self.yh + s * (self.h - self.yh)
 
     def x(self, lateral: float, s: float) -> float:
@@ -155,8 +159,8 @@ def layout_scene(rng: np.random.Generator, width: int, height: int) -> tuple[lis
             segments.append((1.0 / z, 1.0 / max(z - length, 0.3)))
             z -= length
         for s_far, s_near in segments:
-            kind = rng.random()
-            if kind < 0.8:
+            pick = rng.random()
+            if pick < 0.8:
                 add(
                     "building",
                     st.plane(side * line[side], s_near, s_far, rng.uniform(1.6, 4.5)),
@@ -339,33 +343,37 @@ def layout_scene(rng: np.random.Generator, width: int, height: int) -> tuple[lis
     for side in (-1, 1):
         for _ in range(rng.integers(2, 5)):
             s = rng.uniform(0.15, 0.95)
-            later(s, lambda side=side, s=s: tree(side, s))
+            later(s, functools.partial(tree, side, s))
     n_poles = int(rng.integers(3, 7))
     roles = [(True, False), (False, True)] + [
         (bool(rng.random() < 0.5), bool(rng.random() < 0.3)) for _ in range(n_poles - 2)
     ]
     for with_sign, with_light in roles:
         s = rng.uniform(0.3, 1.0)
-        later(s, lambda s=s, a=with_sign, b=with_light: pole(int(rng.choice([-1, 1])), s, a, b))
+
+        def standing_pole(s: float = s, a: bool = with_sign, b: bool = with_light) -> None:
+            pole(int(rng.choice([-1, 1])), s, a, b)  # the side is drawn when the pole is
+
+        later(s, standing_pole)
     for _ in range(rng.integers(2, 6)):
         s = rng.uniform(0.3, 1.0)
-        later(s, lambda s=s: person(s))
+        later(s, functools.partial(person, s))
     riders = ["bicycle"] + ["motorcycle"] + (["bicycle"] if rng.random() < 0.4 else [])
     for kind in riders:
         s = rng.uniform(0.4, 1.0)
-        later(s, lambda s=s, k=kind: two_wheeler(s, k, True))
+        later(s, functools.partial(two_wheeler, s, kind, True))
     for kind in ("bicycle", "motorcycle"):
         if rng.random() < 0.5:
             s = rng.uniform(0.4, 1.0)
-            later(s, lambda s=s, k=kind: two_wheeler(s, k, False))
+            later(s, functools.partial(two_wheeler, s, kind, False))
     vehicles = ["car", "car", "truck", "bus"] + (["car"] * int(rng.integers(0, 3)))
     vehicles += [k for k, p in (("caravan", 0.15), ("trailer", 0.15)) if rng.random() < p]
     for kind in vehicles:
         s = rng.uniform(0.3, 0.95)
         if rng.random() < 0.5:
-            later(s, lambda s=s, k=kind: vehicle_rear(s, k))
+            later(s, functools.partial(vehicle_rear, s, kind))
         else:
-            later(s, lambda s=s, k=kind: vehicle_side(s, k))
+            later(s, functools.partial(vehicle_side, s, kind))
     s_train = rng.uniform(0.25, 0.8)
     later(s_train, lambda: vehicle_side(s_train, "train"))
     for _ in range(rng.integers(0, 3)):
