@@ -6,7 +6,8 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -22,11 +23,41 @@ CONFIG_PATH = "pkg://bisenet_pl.conf"
 
 
 def quiet_environment() -> None:
-    """No network and no prompts at run time (albumentations asks PyPI for updates on import)."""
+    """No network and no prompts at run time (albumentations asks PyPI for updates on import), and no
+    library warnings that say nothing about this run (docs/libraries.md#console-output)."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     # Without an account W&B must never prompt; the wandb logger decides offline/online itself.
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_START_METHOD", "thread")
+    # Lightning warns on every run on a machine that merely has Slurm installed. Inside a Slurm
+    # allocation the hint (start the ranks with srun) can matter, so there it stays.
+    if "SLURM_JOB_ID" not in os.environ:
+        warnings.filterwarnings(
+            "ignore",
+            message=r"The `srun` command is available on your system but is not used",
+            category=UserWarning,
+        )
+    # Lightning 2.6's own pytree helper uses torch's deprecated LeafSpec; Lightning's code, not ours.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"lightning\.pytorch\.utilities\._pytree",
+    )
+
+
+class DropMessages(logging.Filter):
+    """A logging filter that drops the records whose message starts with one of `prefixes`.
+
+    conf/hydra/default.yaml attaches it to the logger that prints Lightning's advertising tips.
+    """
+
+    def __init__(self, prefixes: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.prefixes = tuple(prefixes)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
 
 
 def print_error(message: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any, cast
 import lightning.pytorch as pl
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
+from torch import nn
 
 from bisenet_pl.errors import CheckpointError, TrainingDiverged
 from bisenet_pl.evaluation.metrics import format_results_table, results_to_jsonable
@@ -214,6 +215,33 @@ class InterruptCheckpoint(pl.Callback):
             trainer.save_checkpoint(self.path, weights_only=False)  # the full state: a resume point
         except (CheckpointError, TrainingDiverged) as err:
             log.error("%s", err)
+
+
+class ParameterSummary(pl.Callback):
+    """The network's parameter counts in one log line when fit starts, in place of Lightning's table.
+
+    Lightning's summary table (`Trainer(enable_model_summary=True)`) has a FLOPs column that it fills
+    by running the module's `example_input_array`; ours defines none (the input size is the data's),
+    so the column would read 0. MACs per input size: `python -m bisenet_pl.benchmark`.
+    """
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        from bisenet_pl.models.complexity import count_parameters
+
+        network: nn.Module = getattr(pl_module, "model", pl_module)
+        counts = count_parameters(network)
+        trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
+        line = f"model: {type(network).__name__}, {counts['total'] / 1e6:.2f} M parameters"
+        if trainable != counts["total"]:
+            line += f" ({trainable / 1e6:.2f} M trainable)"
+        if "inference" in counts:
+            line += (
+                f"; {counts['inference'] / 1e6:.2f} M at inference (backbone + decode head), "
+                f"{(counts['total'] - counts['inference']) / 1e6:.2f} M in the aux heads (training only)"
+            )
+        log.info(line)
 
 
 class SpeedMonitor(pl.Callback):
