@@ -268,6 +268,34 @@ def _check_fits_module(path: str, module: Any) -> None:
         )
 
 
+def _build_for(cfg: DictConfig, datamodule: Any) -> tuple[Any, Any, Any]:
+    """Network, loss and LightningModule for this data: the data's class table is the one source of the
+    class count, names, palette and ignore index (docs/own_data.md); `model.num_classes` may only repeat
+    it (null: taken from the data)."""
+    from hydra.utils import instantiate
+
+    n = int(datamodule.num_classes)
+    asked = cfg.model.get("num_classes")
+    if asked is not None and int(asked) != n:
+        raise ConfigError(
+            f"model.num_classes={asked} but the data has {n} classes ({', '.join(datamodule.class_names[:6])}"
+            f"{', ...' if n > 6 else ''}): leave model.num_classes out, the data decides it"
+        )
+    model = instantiate(cfg.model, num_classes=n)
+    loss = instantiate(cfg.loss, ignore_index=int(datamodule.ignore_index))
+    module = instantiate(
+        cfg.module,
+        model=model,
+        loss=loss,
+        class_names=list(datamodule.class_names),
+        palette=datamodule.palette,
+        ignore_index=int(datamodule.ignore_index),
+        test_scale=list(datamodule.test_scale),
+        _convert_="object",
+    )
+    return model, loss, module
+
+
 def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any]):
     """The Trainer of `cfg.trainer`, writing checkpoints atomically, with mmseg's static fp16 loss scale
     when asked for and submitit's (not Lightning's) SLURM requeue inside submitit jobs."""
@@ -317,10 +345,9 @@ def _train_in(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
     # Check the data before building anything heavy: a wrong path fails in a second, not after the model.
     datamodule.prepare_data()
+    datamodule.first_file_check("train")
     datamodule.setup("fit")
-    model = instantiate(cfg.model)
-    loss = instantiate(cfg.loss)
-    module = instantiate(cfg.module, model=model, loss=loss, _convert_="object")
+    model, loss, module = _build_for(cfg, datamodule)
     callbacks = instantiate_dict(cfg.get("callbacks"), "callbacks")
     info = {
         "task": cfg.get("task_name"),

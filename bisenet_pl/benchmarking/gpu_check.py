@@ -257,7 +257,9 @@ class BNSyncProbe(pl.Callback):
             means = [
                 m.running_mean
                 for name, m in pl_module.named_modules()
-                if name.startswith(prefix) and isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                if name.startswith(prefix)
+                and isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                and m.running_mean is not None
             ]
             flat = torch.cat([t.flatten() for t in means]).float()
             gathered = trainer.strategy.all_gather(flat)

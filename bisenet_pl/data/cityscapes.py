@@ -16,10 +16,10 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from bisenet_pl.data.items import make_item
 from bisenet_pl.data.preprocess import MEAN, STD, normalize  # noqa: F401  (MEAN/STD: re-exported)
 from bisenet_pl.errors import DatasetError
 
@@ -331,31 +331,9 @@ class CityscapesDataset(Dataset):
         sample = self.samples[index]
         image = load_image(sample.image)
         label = load_label(sample) if (self.with_labels and sample.label is not None) else None
-        if label is not None and label.shape != image.shape[:2]:
-            raise DatasetError(
-                f"Image {sample.image} is {image.shape[0]}x{image.shape[1]} but its label {sample.label} is "
-                f"{label.shape[0]}x{label.shape[1]} (HxW): they must match. Replace the mismatched file."
-            )
-        ori_size = (int(image.shape[0]), int(image.shape[1]))
-        if self.transform is None:
-            image_out = normalize(image, bgr=True)
-        else:
-            data = {"image": image} if label is None else {"image": image, "mask": label}
-            out = self.transform(**data)
-            image_out = out["image"]
-            if label is not None:
-                label = out["mask"]
-        item: dict[str, Any] = {
-            "image": torch.from_numpy(np.ascontiguousarray(image_out.transpose(2, 0, 1))),
-            "name": sample.name,
-            "image_path": str(sample.image),
-            "ori_size": ori_size,
-        }
-        if self.keep_original:
-            item["original"] = torch.from_numpy(np.ascontiguousarray(image[..., ::-1]))
-        if label is not None:
-            item["label"] = torch.from_numpy(label.astype(np.int64))
-        return item
+        return make_item(
+            image, label, sample.name, sample.image, sample.label, self.transform, self.keep_original
+        )
 
 
 def seed_transform(transform: Any, seed: int | Sequence[int] | None) -> None:

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from bisenet_pl.data.cityscapes import CLASSES, NUM_CLASSES, CityscapesDataset
+from bisenet_pl.data.cityscapes import CLASSES, IGNORE_INDEX, NUM_CLASSES, PALETTE, CityscapesDataset
 from bisenet_pl.data.synthetic import ensure_dataset
 from bisenet_pl.data.transforms import build_test_transform, build_train_transform
 from bisenet_pl.errors import DatasetError
@@ -155,9 +155,9 @@ class CityscapesDataModule(L.LightningDataModule):
         self.seed = int(seed)
         self.val_split, self.test_split, self.predict_split = val_split, test_split, predict_split
         self.train_dataset: Dataset | None = None
-        self.val_dataset: CityscapesDataset | None = None
-        self.test_dataset: CityscapesDataset | None = None
-        self.predict_dataset: CityscapesDataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.test_dataset: Dataset | None = None
+        self.predict_dataset: Dataset | None = None
 
     # ---- metadata -----------------------------------------------------------------------------------
     @property
@@ -167,6 +167,19 @@ class CityscapesDataModule(L.LightningDataModule):
     @property
     def num_classes(self) -> int:
         return NUM_CLASSES
+
+    @property
+    def palette(self) -> list[list[int]]:
+        return [list(c) for c in PALETTE]
+
+    @property
+    def ignore_index(self) -> int:
+        return IGNORE_INDEX
+
+    @property
+    def has_label_ids(self) -> bool:
+        """Whether predictions convert to the dataset's own label ids (Cityscapes' labelIds)."""
+        return True
 
     # ---- data on disk ---------------------------------------------------------------------------------
     def _may_generate(self) -> bool:
@@ -185,20 +198,31 @@ class CityscapesDataModule(L.LightningDataModule):
         if self._may_generate():  # a no-op when present; covers callers that skip prepare_data()
             ensure_dataset(self.root, **self.synthetic)
         if stage in (None, "fit") and self.train_dataset is None:
-            train = CityscapesDataset(self.root, "train", transform=self._train_transform())
+            train = self._make_dataset("train", self._train_transform(), False, True)
             self.train_dataset = self._at_least_one_batch(train)
         if stage in (None, "fit", "validate") and self.val_dataset is None:
-            self.val_dataset = CityscapesDataset(
-                self.root, self.val_split, self._test_transform(), keep_original=self.keep_original
+            self.val_dataset = self._make_dataset(
+                self.val_split, self._test_transform(), self.keep_original, True
             )
         if stage in (None, "test") and self.test_dataset is None:
-            self.test_dataset = CityscapesDataset(
-                self.root, self.test_split, self._test_transform(), keep_original=self.keep_original
+            self.test_dataset = self._make_dataset(
+                self.test_split, self._test_transform(), self.keep_original, True
             )
         if stage in (None, "predict") and self.predict_dataset is None:
-            self.predict_dataset = CityscapesDataset(
-                self.root, self.predict_split, self._test_transform(), with_labels=False
+            self.predict_dataset = self._make_dataset(
+                self.predict_split, self._test_transform(), False, False
             )
+
+    def _make_dataset(self, split: str, transform: Any, keep_original: bool, with_labels: bool) -> Dataset:
+        """One split's dataset: the only place where the layout on disk matters (`FolderDataModule`
+        overrides it)."""
+        return CityscapesDataset(
+            self.root, split, transform, keep_original=keep_original, with_labels=with_labels
+        )
+
+    def first_file_check(self, split: str = "train") -> None:
+        """Cheap checks before the model is built (a wrong path fails in a second): pairing the split."""
+        self._make_dataset(split, None, False, True)
 
     def _train_transform(self) -> Any:
         rank, _ = _dist_info()
@@ -215,16 +239,16 @@ class CityscapesDataModule(L.LightningDataModule):
     def _test_transform(self) -> Any:
         return build_test_transform(scale=self.test_scale)
 
-    def _at_least_one_batch(self, dataset: CityscapesDataset) -> Dataset:
+    def _at_least_one_batch(self, dataset: Dataset) -> Dataset:
         _, world = _dist_info()
         needed = self.batch_size * world
-        if len(dataset) >= needed:
+        if _len(dataset) >= needed:
             return dataset
-        times = -(-needed // len(dataset))
+        times = -(-needed // _len(dataset))
         log.info(
             "Train split has %d images, fewer than one batch per device (%d x %d): repeating it %d times "
             "per epoch.",
-            len(dataset),
+            _len(dataset),
             world,
             self.batch_size,
             times,

@@ -151,14 +151,14 @@ def find_pairs(
     pairs, used = [], set()
     for image in images:
         key = image.relative_to(images_at).with_suffix("")
-        mask = masks.get(key)
-        if mask is None and masks_required:
+        found = masks.get(key)
+        if found is None and masks_required:
             raise DatasetError(
                 f"image {image} has no mask: expected {masks_at / key}{mask_suffix}.png (or another image "
                 f"extension). Run `python -m bisenet_pl.data.check` to list every unpaired file"
             )
         used.add(key)
-        pairs.append(Pair(image, mask))
+        pairs.append(Pair(image, found))
     orphans = [m for k, m in masks.items() if k not in used]
     return pairs, orphans
 

@@ -71,10 +71,8 @@ class FolderDataModule(CityscapesDataModule):
         kwargs.setdefault("generate_if_missing", False)
         super().__init__(root, **recipe, **kwargs)
         self.preset = preset
-        self.layout = {k: fields.get(k) for k in _LAYOUT_KEYS}
-        self.layout["splits"] = dict(
-            self.layout["splits"] or {"train": "train", "val": "val", "test": "test"}
-        )
+        self.layout: dict[str, Any] = {k: fields.get(k) for k in _LAYOUT_KEYS}
+        self.split_folders: dict[str, str] = dict(fields.get("splits") or {"train": "train", "val": "val"})
         self.table = ClassTable.resolve(
             self.root,
             classes=classes,
@@ -109,7 +107,7 @@ class FolderDataModule(CityscapesDataModule):
 
     # ---- files ------------------------------------------------------------------------------------------
     def pairs(self, split: str, masks_required: bool = True) -> tuple[list[Pair], list[Path]]:
-        folder = self.layout["splits"].get(split, split)
+        folder = self.split_folders.get(split, split)
         return find_pairs(
             self.root,
             folder,

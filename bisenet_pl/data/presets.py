@@ -42,6 +42,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "image_dir": "images/{split}",
         "mask_dir": "masks/{split}",
         "splits": {"train": "train", "val": "val", "test": "test"},
+        "scale": (2048, 1024),
+        "crop_size": (512, 512),
+        "test_scale": (2048, 1024),
     },
     # ADE20K (ADEChallengeData2016) as released, mmseg's ade20k-512x512 recipe.
     "ade20k": {

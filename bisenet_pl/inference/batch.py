@@ -93,12 +93,18 @@ def predict_images(
     from PIL import Image
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from bisenet_pl.data.cityscapes import train_ids_to_label_ids
+    from bisenet_pl.data.cityscapes import CLASSES, train_ids_to_label_ids
 
     outputs = list(outputs)
     unknown = sorted(set(outputs) - set(OUTPUT_KINDS))
     if unknown or not outputs:
         raise BisenetError(f"outputs={outputs}: choose from {', '.join(OUTPUT_KINDS)}")
+    if "labelid" in outputs and tuple(predictor.class_names) != CLASSES:
+        raise BisenetError(
+            f"outputs=[labelid] writes Cityscapes' label ids, but this model's classes are "
+            f"{', '.join(predictor.class_names[:5])}{', ...' if len(predictor.class_names) > 5 else ''}: "
+            "its dataset has no label-id mapping. Use outputs=[trainid] (class indices) or color"
+        )
     images = list(images)
     done, failed = 0, []
     columns = (TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

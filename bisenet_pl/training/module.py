@@ -17,7 +17,8 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 
-from bisenet_pl.data.cityscapes import CLASSES, MEAN, PALETTE, STD
+from bisenet_pl.checkpoints.meta import default_meta
+from bisenet_pl.data.cityscapes import CLASSES, MEAN, STD
 from bisenet_pl.errors import TrainingDiverged
 from bisenet_pl.evaluation.metrics import SegmentationMetric
 from bisenet_pl.inference.modes import InferenceConfig, segment
@@ -47,6 +48,8 @@ class _HParams(Protocol):
     sync_bn_heads: bool
     inference: dict[str, Any] | None
     class_names: Sequence[str] | None
+    palette: Sequence[Sequence[int]] | None
+    ignore_index: int
     test_scale: Sequence[int] | None
     channels_last: bool
 
@@ -63,7 +66,11 @@ class SegmentationModule(pl.LightningModule):
         sync_bn_heads: SyncBN in the heads only, and only on GPU with more than one process
         (docs/reproduction.md#bn).
         inference: `InferenceConfig` fields for validation and test (whole image by default).
-        class_names: names for the per-class metrics; Cityscapes' 19 by default.
+        class_names: names for the per-class metrics; Cityscapes' 19 by default. `bisenet_pl.train` passes
+            the data's own (the class table is the one source of the class count).
+        palette: one RGB colour per class for the checkpoint's meta (default: Cityscapes' for 19 classes,
+            else distinct colours).
+        ignore_index: the label value the metric drops (the data's).
         test_scale: the data's keep-ratio test resize, stored in checkpoints so `Segmenter` reuses it.
         channels_last: NHWC memory format for the network and its inputs: the same arithmetic, faster
             convolutions on recent CPUs (oneDNN) and on tensor-core GPUs under AMP; off as in mmseg.
@@ -87,19 +94,26 @@ class SegmentationModule(pl.LightningModule):
         class_names: Sequence[str] | None = None,
         test_scale: Sequence[int] | None = None,
         channels_last: bool = False,
+        palette: Sequence[Sequence[int]] | None = None,
+        ignore_index: int = 255,
     ) -> None:
         super().__init__()
         self.model = model
         self.loss_fn = loss
         self.class_names = list(class_names or CLASSES)
+        self.palette = (
+            [list(map(int, c)) for c in palette]
+            if palette
+            else default_meta(len(self.class_names))["palette"]
+        )
         inference_options = dict(inference or {})
         if test_scale:
             inference_options.setdefault("box", tuple(test_scale))
         self.inference_cfg = InferenceConfig(**inference_options)
         # Plain values only: checkpoints must stay loadable with weights_only=True.
         self.save_hyperparameters(ignore=["model", "loss"])
-        self.val_metric = SegmentationMetric(num_classes=len(self.class_names))
-        self.test_metric = SegmentationMetric(num_classes=len(self.class_names))
+        self.val_metric = SegmentationMetric(num_classes=len(self.class_names), ignore_index=ignore_index)
+        self.test_metric = SegmentationMetric(num_classes=len(self.class_names), ignore_index=ignore_index)
         #: The last test's full results (per-class IoU and Acc), read by the entry points.
         self.test_results: dict[str, Any] | None = None
         self.val_results: dict[str, Any] | None = None
@@ -276,7 +290,7 @@ class SegmentationModule(pl.LightningModule):
             "model_config": dict(getattr(self.model, "config", {})),
             "meta": {
                 "classes": list(self.class_names),
-                "palette": [list(c) for c in PALETTE[: len(self.class_names)]],
+                "palette": [list(c) for c in self.palette],
                 "mean": list(MEAN),
                 "std": list(STD),
                 "test_scale": list(self.hp.test_scale) if self.hp.test_scale else None,
