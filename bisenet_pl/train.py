@@ -298,14 +298,23 @@ def _build_for(cfg: DictConfig, datamodule: Any) -> tuple[Any, Any, Any]:
 
 def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any]):
     """The Trainer of `cfg.trainer`, writing checkpoints atomically, with mmseg's static fp16 loss scale
-    when asked for and submitit's (not Lightning's) SLURM requeue inside submitit jobs."""
+    when asked for and submitit's (not Lightning's) SLURM requeue inside submitit jobs.
+
+    Lightning's model summary table is off unless the config sets `trainer.enable_model_summary`: its
+    FLOPs column reads 0 for a module without `example_input_array` (docs/libraries.md#console-output).
+    `ParameterSummary` logs the parameter counts instead."""
     from hydra.utils import instantiate
 
-    from bisenet_pl.training.callbacks import AtomicCheckpointIO
+    from bisenet_pl.training.callbacks import AtomicCheckpointIO, ParameterSummary
 
     plugins = [AtomicCheckpointIO(), *_precision_plugins(cfg), *_cluster_plugins()]
     return instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins, _convert_="object"
+        cfg.trainer,
+        callbacks=[*callbacks, ParameterSummary()],
+        logger=loggers or False,
+        plugins=plugins,
+        enable_model_summary=bool(cfg.trainer.get("enable_model_summary", False)),
+        _convert_="object",
     )
 
 
