@@ -25,6 +25,8 @@ quiet_environment()
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from bisenet_pl.errors import ConfigError  # noqa: E402
+
 log = logging.getLogger("bisenet_pl.evaluate")
 
 
@@ -34,7 +36,6 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from torch.utils.data import DataLoader, Subset
 
-    from bisenet_pl.data.cityscapes import CityscapesDataset
     from bisenet_pl.data.transforms import build_test_transform
     from bisenet_pl.evaluation.metrics import SegmentationMetric, format_results_table, results_to_jsonable
     from bisenet_pl.hardware import resolve_device
@@ -57,16 +58,21 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         (meta.get("test_scale") or (2048, 1024)) if cfg.test_scale == "checkpoint" else cfg.test_scale
     )
     inference.box = tuple(test_scale)
-    dataset: CityscapesDataset | Subset[Any] = CityscapesDataset(
-        datamodule.root,
-        cfg.split,
-        transform=build_test_transform(tuple(test_scale)),
-        keep_original=inference.is_multi_pass,
+    if int(datamodule.num_classes) != len(classes):
+        raise ConfigError(
+            f"{cfg.ckpt} predicts {len(classes)} classes ({', '.join(classes[:5])}, ...) but the data has "
+            f"{datamodule.num_classes} ({', '.join(datamodule.class_names[:5])}, ...): evaluate it on its "
+            "own dataset (data=... data.root=...)"
+        )
+    dataset: Any = datamodule.make_dataset(
+        cfg.split, build_test_transform(tuple(test_scale)), inference.is_multi_pass, True
     )
     if cfg.limit:
         dataset = Subset(dataset, range(min(int(cfg.limit), len(dataset))))
     loader = DataLoader(dataset, batch_size=1, num_workers=int(cfg.num_workers), shuffle=False)
-    metric = SegmentationMetric(num_classes=len(classes)).to(device)
+    metric = SegmentationMetric(num_classes=len(classes), ignore_index=int(datamodule.ignore_index)).to(
+        device
+    )
     official_dir = out_dir / "official_predictions" if cfg.official else None
     written: list[tuple[Path, str]] = []
     start = time.perf_counter()

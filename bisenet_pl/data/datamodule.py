@@ -198,22 +198,22 @@ class CityscapesDataModule(L.LightningDataModule):
         if self._may_generate():  # a no-op when present; covers callers that skip prepare_data()
             ensure_dataset(self.root, **self.synthetic)
         if stage in (None, "fit") and self.train_dataset is None:
-            train = self._make_dataset("train", self._train_transform(), False, True)
+            train = self.make_dataset("train", self._train_transform(), False, True)
             self.train_dataset = self._at_least_one_batch(train)
         if stage in (None, "fit", "validate") and self.val_dataset is None:
-            self.val_dataset = self._make_dataset(
+            self.val_dataset = self.make_dataset(
                 self.val_split, self._test_transform(), self.keep_original, True
             )
         if stage in (None, "test") and self.test_dataset is None:
-            self.test_dataset = self._make_dataset(
+            self.test_dataset = self.make_dataset(
                 self.test_split, self._test_transform(), self.keep_original, True
             )
         if stage in (None, "predict") and self.predict_dataset is None:
-            self.predict_dataset = self._make_dataset(
+            self.predict_dataset = self.make_dataset(
                 self.predict_split, self._test_transform(), False, False
             )
 
-    def _make_dataset(self, split: str, transform: Any, keep_original: bool, with_labels: bool) -> Dataset:
+    def make_dataset(self, split: str, transform: Any, keep_original: bool, with_labels: bool) -> Dataset:
         """One split's dataset: the only place where the layout on disk matters (`FolderDataModule`
         overrides it)."""
         return CityscapesDataset(
@@ -222,7 +222,7 @@ class CityscapesDataModule(L.LightningDataModule):
 
     def first_file_check(self, split: str = "train") -> None:
         """Cheap checks before the model is built (a wrong path fails in a second): pairing the split."""
-        self._make_dataset(split, None, False, True)
+        self.make_dataset(split, None, False, True)
 
     def _train_transform(self) -> Any:
         rank, _ = _dist_info()

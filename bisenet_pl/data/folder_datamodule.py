@@ -144,7 +144,7 @@ class FolderDataModule(CityscapesDataModule):
             self.root,
         )
 
-    def _make_dataset(self, split: str, transform: Any, keep_original: bool, with_labels: bool) -> Dataset:
+    def make_dataset(self, split: str, transform: Any, keep_original: bool, with_labels: bool) -> Dataset:
         pairs, _ = self.pairs(split, masks_required=with_labels)
         return FolderDataset(
             pairs, self.encoding, transform, keep_original=keep_original, with_labels=with_labels

@@ -77,9 +77,15 @@ def test_fine_tuning_a_binary_set_from_a_cityscapes_checkpoint(datasets, trained
     assert "re-initialised (class count differs): 10: decode_head.conv_seg.weight" in out
     results = json.loads((run / "results.json").read_text())["results"]
     assert list(results["per_class"]) == ["background", "road"]  # the data's names, in every report
+    ckpt = run / "checkpoints" / "last.ckpt"
+    # evaluate on the same data gives the run's own test numbers (same weights, same inference)
+    proc = run_cli("bisenet_pl.evaluate", f"ckpt={ckpt}", "data=folder", f"data.root={datasets['binary']}",
+                   "data.num_workers=0", "num_workers=0", f"hydra.run.dir={tmp_path / 'ev'}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    evaluated = json.loads((tmp_path / "ev" / "results.json").read_text())["results"]
+    assert evaluated["mIoU"] == pytest.approx(results["mIoU"], abs=1e-6)
     # predict: the dataset's palette and names come from the checkpoint, no label ids for it
     photos = datasets["binary"] / "images" / "val"
-    ckpt = run / "checkpoints" / "last.ckpt"
     proc = run_cli("bisenet_pl.predict", f"ckpt={ckpt}", f"input={photos}", f"output={tmp_path / 'p'}",
                    "outputs=[color,trainid]", f"hydra.run.dir={tmp_path / 'pr'}")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]

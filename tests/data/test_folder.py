@@ -44,7 +44,7 @@ def test_each_layout_pairs_and_decodes(layouts, layout, preset, classes, values)
         pairs, orphans = module.pairs(split)
         assert len(pairs) == n and orphans == []
         assert all(p.mask is not None and p.mask.stem == p.image.stem for p in pairs)
-    dataset = module._make_dataset("val", None, keep_original=False, with_labels=True)
+    dataset = module.make_dataset("val", None, keep_original=False, with_labels=True)
     labels = np.concatenate([dataset[i]["label"].numpy().ravel() for i in range(len(dataset))])
     if values is not None:
         assert set(np.unique(labels).tolist()) <= values
