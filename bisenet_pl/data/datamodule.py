@@ -23,7 +23,14 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from bisenet_pl.data.cityscapes import CLASSES, IGNORE_INDEX, NUM_CLASSES, PALETTE, CityscapesDataset
+from bisenet_pl.data.cityscapes import (
+    CLASSES,
+    IGNORE_INDEX,
+    NUM_CLASSES,
+    PALETTE,
+    CityscapesDataset,
+    find_samples,
+)
 from bisenet_pl.data.synthetic import ensure_dataset
 from bisenet_pl.data.transforms import build_test_transform, build_train_transform
 from bisenet_pl.errors import DatasetError
@@ -209,9 +216,7 @@ class CityscapesDataModule(L.LightningDataModule):
                 self.test_split, self._test_transform(), self.keep_original, True
             )
         if stage in (None, "predict") and self.predict_dataset is None:
-            self.predict_dataset = self.make_dataset(
-                self.predict_split, self._test_transform(), False, False
-            )
+            self.predict_dataset = self.make_dataset(self.predict_split, self._test_transform(), False, False)
 
     def make_dataset(self, split: str, transform: Any, keep_original: bool, with_labels: bool) -> Dataset:
         """One split's dataset: the only place where the layout on disk matters (`FolderDataModule`
@@ -222,7 +227,7 @@ class CityscapesDataModule(L.LightningDataModule):
 
     def first_file_check(self, split: str = "train") -> None:
         """Cheap checks before the model is built (a wrong path fails in a second): pairing the split."""
-        self.make_dataset(split, None, False, True)
+        find_samples(self.root, split)
 
     def _train_transform(self) -> Any:
         rank, _ = _dist_info()

@@ -102,17 +102,27 @@ def metrics_from_confusion_matrix(confmat: Tensor) -> dict[str, Any]:
     union = area_pred + area_label - intersect
     nan = torch.tensor(math.nan, dtype=torch.float64)
     iou = torch.where(union > 0, intersect / union.clamp_min(1), nan) * 100.0
-    acc = torch.where(area_label > 0, intersect / area_label.clamp_min(1), nan) * 100.0
+    acc = torch.where(area_label > 0, intersect / area_label.clamp_min(1), nan) * 100.0  # = recall
+    precision = torch.where(area_pred > 0, intersect / area_pred.clamp_min(1), nan) * 100.0
+    both = area_label + area_pred
+    dice = torch.where(both > 0, 2 * intersect / both.clamp_min(1), nan) * 100.0  # = F1
     total = area_label.sum()
     aacc = (intersect.sum() / total * 100.0).item() if total > 0 else math.nan
-    return {
+    out = {
         "mIoU": torch.nanmean(iou).item(),
         "aAcc": aacc,
         "mAcc": torch.nanmean(acc).item(),
+        "mDice": torch.nanmean(dice).item(),
         "IoU": iou,
         "Acc": acc,
+        "Precision": precision,
+        "Recall": acc.clone(),
+        "Dice": dice,
         "confusion_matrix": confmat.detach().to(device="cpu", dtype=torch.long).clone(),
     }
+    if cm.shape[0] == 2:  # binary segmentation: the foreground class's IoU is the number people quote
+        out["fgIoU"] = iou[1].item()
+    return out
 
 
 def _fmt(v: float) -> str:
@@ -134,12 +144,16 @@ def format_results_table(results: dict[str, Any], class_names: Sequence[str]) ->
     table.add_column("Class")
     table.add_column("IoU", justify="right")
     table.add_column("Acc", justify="right")
-    for name, i, a in zip(class_names, iou, acc, strict=True):
-        table.add_row(str(name), _fmt(i), _fmt(a))
+    extra: list[str] = [k for k in ("Precision", "Dice") if k in results]
+    for key in extra:
+        table.add_column("F1 (Dice)" if key == "Dice" else key, justify="right")
+    columns = [_as_list(results[k]) for k in extra]
+    for row, (name, i, a) in enumerate(zip(class_names, iou, acc, strict=True)):
+        table.add_row(str(name), _fmt(i), _fmt(a), *(_fmt(c[row]) for c in columns))
     table.add_section()
-    for key in ("mIoU", "aAcc", "mAcc"):
-        if key in results:
-            table.add_row(key, _fmt(float(results[key])), "")
+    for summary in ("mIoU", "aAcc", "mAcc", "mDice", "fgIoU"):
+        if summary in results:
+            table.add_row(summary, _fmt(float(results[summary])), "", *([""] * len(extra)))
     return table
 
 
@@ -153,10 +167,12 @@ def results_to_jsonable(results: dict[str, Any], class_names: Sequence[str]) -> 
     iou, acc = _as_list(results["IoU"]), _as_list(results["Acc"])
     if not len(iou) == len(acc) == len(class_names):
         raise ValueError(f"{len(class_names)} class names for {len(iou)} IoU and {len(acc)} Acc values.")
-    out: dict[str, Any] = {key: clean(results[key]) for key in ("mIoU", "aAcc", "mAcc") if key in results}
+    keys = ("mIoU", "aAcc", "mAcc", "mDice", "fgIoU")
+    out: dict[str, Any] = {key: clean(results[key]) for key in keys if key in results}
+    extra = {k: _as_list(results[k]) for k in ("Precision", "Recall", "Dice") if k in results}
     out["per_class"] = {
-        str(name): {"IoU": clean(i), "Acc": clean(a)}
-        for name, i, a in zip(class_names, iou, acc, strict=True)
+        str(name): {"IoU": clean(i), "Acc": clean(a), **{k: clean(v[row]) for k, v in extra.items()}}
+        for row, (name, i, a) in enumerate(zip(class_names, iou, acc, strict=True))
     }
     if "confusion_matrix" in results:
         cm = results["confusion_matrix"]

@@ -271,6 +271,9 @@ class SegmentationModule(pl.LightningModule):
         metric.reset()
         self.log(f"{prefix}/mIoU", float(results["mIoU"]), sync_dist=False, rank_zero_only=True)
         self.log(f"{prefix}/aAcc", float(results["aAcc"]), sync_dist=False, rank_zero_only=True)
+        for key in ("mDice", "fgIoU"):  # F1 over classes; the foreground IoU of a binary model
+            if key in results and results[key] == results[key]:
+                self.log(f"{prefix}/{key}", float(results[key]), sync_dist=False, rank_zero_only=True)
         for name, iou in zip(self.class_names, results["IoU"], strict=True):
             iou = float(iou)
             if iou == iou:  # NaN: the class is absent from labels and predictions, nothing to plot

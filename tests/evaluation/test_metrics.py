@@ -142,7 +142,12 @@ def test_table_and_json() -> None:
     assert "50.00" in text and "33.33" in text and "n/a" in text and "mIoU" in text and "20.83" in text
     js = results_to_jsonable(r, names)
     json.dumps(js, allow_nan=False)  # no NaN, no tensors
-    assert js["per_class"]["e"] == {"IoU": None, "Acc": None}
+    assert js["per_class"]["e"] == {"IoU": None, "Acc": None, "Precision": None, "Recall": None, "Dice": None}
+    # precision / recall / F1 (Dice) beside IoU: class 0 I=2 of label 3, pred 3; class 3 predicted only
+    assert js["per_class"]["a"]["Precision"] == pytest.approx(200 / 3) == js["per_class"]["a"]["Dice"]
+    assert js["per_class"]["b"]["Recall"] == pytest.approx(50.0) == js["per_class"]["b"]["Dice"]
+    assert js["per_class"]["d"]["Precision"] == 0.0 and js["per_class"]["d"]["Recall"] is None
+    assert "F1 (Dice)" in text and "mDice" in text and "fgIoU" not in js
     assert js["per_class"]["d"]["IoU"] == 0.0 and js["per_class"]["d"]["Acc"] is None
     assert js["mIoU"] == pytest.approx(r["mIoU"])
     assert js["confusion_matrix"][0][0] == 2
@@ -237,3 +242,11 @@ def test_matches_cityscapesscripts(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         else:
             assert ours["IoU"][i].item() == pytest.approx(theirs * 100, abs=1e-9), name
     assert math.isnan(ours["IoU"][16]) and ours["IoU"][14] == 0.0
+
+
+def test_binary_results_quote_the_foreground_iou() -> None:
+    m = SegmentationMetric(num_classes=2)
+    m.update(torch.tensor([[0, 0, 1, 1, 1]]), torch.tensor([[0, 0, 0, 1, 1]]))
+    r = m.compute()
+    assert r["fgIoU"] == pytest.approx(100 * 2 / 3) and r["IoU"][1].item() == pytest.approx(r["fgIoU"])
+    assert r["Dice"][1].item() == pytest.approx(100 * 4 / 5)
