@@ -61,6 +61,32 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def seed_spread(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Jobs that differ only in `seed=`, grouped: mean ± standard deviation (n - 1) of their mIoU.
+
+    BiSeNetV2 varies by about 2 mIoU from seed to seed, so a comparison of two configs needs the
+    spread over seeds, not one number per config.
+    """
+    groups: dict[str, list[float]] = {}
+    for row in rows:
+        if row.get("status") != "done" or not isinstance(row.get("mIoU"), int | float):
+            continue
+        parts = str(row.get("all_overrides", "")).split()
+        if not any(p.startswith("seed=") for p in parts):
+            continue
+        key = " ".join(p for p in parts if not p.startswith("seed=")) or "(defaults)"
+        groups.setdefault(key, []).append(float(row["mIoU"]))
+    spread = []
+    for key, values in groups.items():
+        if len(values) < 2:
+            continue
+        mean = sum(values) / len(values)
+        std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+        spread.append({"config": key, "seeds": len(values), "mIoU_mean": mean, "mIoU_std": std,
+                       "mIoU_min": min(values), "mIoU_max": max(values)})  # fmt: skip
+    return spread
+
+
 def write_summary(sweep_dir: str | Path, rows: list[dict[str, Any]]) -> tuple[Path, Path]:
     """`summary.csv` and `summary.md` in the sweep folder."""
     sweep_dir = Path(sweep_dir)
@@ -73,6 +99,20 @@ def write_summary(sweep_dir: str | Path, rows: list[dict[str, Any]]) -> tuple[Pa
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
         lines.append("| " + " | ".join(_fmt(row.get(k)) for k in COLUMNS) + " |")
+    spread = seed_spread(rows)
+    if spread:
+        lines += [
+            "",
+            "Over seeds (mean ± std, n - 1):",
+            "",
+            "| config | seeds | mIoU | min | max |",
+            "|---|---|---|---|---|",
+        ]
+        for g in spread:
+            lines.append(
+                f"| {g['config']} | {g['seeds']} | {g['mIoU_mean']:.2f} ± {g['mIoU_std']:.2f} "
+                f"| {g['mIoU_min']:.2f} | {g['mIoU_max']:.2f} |"
+            )
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path
 
@@ -97,6 +137,11 @@ def print_summary(rows: list[dict[str, Any]], title: str) -> None:
         style = "bold green" if best is not None and row.get("mIoU") == best else None
         table.add_row(*(_fmt(row.get(k)) for k in COLUMNS), style=style)
     Console().print(table)
+    for g in seed_spread(rows):
+        Console().print(
+            f"{g['config']}: mIoU {g['mIoU_mean']:.2f} ± {g['mIoU_std']:.2f} over {g['seeds']} seeds "
+            f"(min {g['mIoU_min']:.2f}, max {g['mIoU_max']:.2f})"
+        )
 
 
 class SweepSummary(Callback):
