@@ -58,6 +58,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         (meta.get("test_scale") or (2048, 1024)) if cfg.test_scale == "checkpoint" else cfg.test_scale
     )
     inference.box = tuple(test_scale)
+    inference.warn_if_slide_is_whole()
     if int(datamodule.num_classes) != len(classes):
         raise ConfigError(
             f"{cfg.ckpt} predicts {len(classes)} classes ({', '.join(classes[:5])}, ...) but the data has "

@@ -156,6 +156,39 @@ def _cluster_plugins() -> list[Any]:
     return []
 
 
+def _check_hardware(cfg: DictConfig) -> None:
+    """The trainer's request against this machine, before anything starts.
+
+    A multi-GPU table row on a machine without a GPU would start N CPU processes on 1024x1024 crops
+    (gigabytes, hours): stop, unless the CPU was asked for (`trainer.accelerator=cpu`). More CPU processes
+    than cores, and fp16 on a CPU (Lightning runs bf16 there), are allowed but said."""
+    import torch
+
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    devices = cfg.trainer.get("devices", 1)
+    several = devices == -1 or (isinstance(devices, int) and devices > 1)
+    if accelerator in ("auto", "gpu", "cuda") and several and not torch.cuda.is_available():
+        row = cfg.get("experiment_name") or "this experiment"
+        raise ConfigError(
+            f"{row} is a {devices}-GPU recipe and this machine has no CUDA GPU. Add trainer.accelerator=cpu "
+            "to run it on CPU processes anyway (slow; e.g. a smoke test with trainer.max_steps=2), or try "
+            "experiment=demo"
+        )
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    cores = os.cpu_count() or 1
+    if on_cpu and isinstance(devices, int) and devices > cores:
+        log.warning(
+            "trainer.devices=%d CPU processes on %d cores: each step is slower than one process",
+            devices,
+            cores,
+        )
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    if on_cpu and precision in ("16-mixed", "16", "16-true") and cfg.get("amp_loss_scale") is None:
+        log.warning(
+            "precision=%s on CPU: Lightning autocasts to bf16 there (no fp16 kernels on CPU)", precision
+        )
+
+
 def _is_rank_zero() -> bool:
     """Before the Trainer exists: is this the process that owns the run folder? DDP children started by
     Lightning carry LOCAL_RANK/NODE_RANK, SLURM tasks SLURM_PROCID."""
@@ -326,6 +359,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     if cfg.get("resume"):
         cfg = _load_resumed_config(cfg)
+    _check_hardware(cfg)
     _strategy_for_multirun(cfg)
     run_dir = hydra_output_dir() or Path(cfg.paths.get("output_dir", "."))
     lock = RunLock(run_dir).acquire() if _is_rank_zero() else None

@@ -70,17 +70,53 @@ def print_error(message: str) -> None:
 
 
 def readable_errors(func: F) -> F:
-    """Turn a `BisenetError` (bad input the user can fix) into one message and exit status 2."""
+    """Turn an error the user caused into one message and exit status 2 (`HYDRA_FULL_ERROR=1` shows the
+    traceback): a `BisenetError`, a mandatory key left out (`evaluate` without `ckpt=`), or a config value
+    of the wrong type that an object refused when it was built (`data.batch_size=abc`)."""
+    from hydra.errors import InstantiationException
+    from omegaconf.errors import MissingMandatoryValue
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except BisenetError as err:
-            print_error(str(err))
-            raise SystemExit(2) from None
+            print_error(_without_worker_traceback(str(err)))
+        except MissingMandatoryValue as err:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            key = getattr(err, "full_key", None) or str(err).rsplit(":", 1)[-1].strip()
+            print_error(f"`{key}` is required: add {key}=<value> to the command line (--help lists the keys)")
+        except InstantiationException as err:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print_error(_instantiation_message(err))
+        raise SystemExit(2)
 
     return cast(F, wrapper)
+
+
+def _without_worker_traceback(message: str) -> str:
+    """A `DatasetError` raised in a DataLoader worker reaches the main process with the worker's whole
+    traceback in its message ("Caught DatasetError in DataLoader worker process 0. Original Traceback
+    ..."); the user needs only its last line, the error itself."""
+    if "Original Traceback" not in message:
+        return message
+    for line in reversed(message.strip().splitlines()):
+        if line.startswith("bisenet_pl.errors.") and ": " in line:
+            return line.split(": ", 1)[1]
+    return message
+
+
+def _instantiation_message(err: Exception) -> str:
+    """`data: data.batch_size must be an integer, got 'abc'` from Hydra's wrapped error."""
+    text = str(err)
+    key = text.rsplit("full_key:", 1)[-1].strip().splitlines()[0] if "full_key:" in text else "the config"
+    cause = err.__cause__ or err.__context__
+    if isinstance(cause, BisenetError):
+        return str(cause)
+    reason = f"{type(cause).__name__}: {cause}" if cause is not None else text.splitlines()[0]
+    return f"`{key}` could not be built from its config: {reason}. Check the values given for {key}.*"
 
 
 def instantiate_dict(node: Any, kind: str) -> list[Any]:

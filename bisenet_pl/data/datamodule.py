@@ -98,8 +98,21 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+def _number(value: Any, name: str, kind: type = int) -> Any:
+    """`kind(value)`, or one message naming the config key (`data.batch_size=abc`)."""
+    try:
+        if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError):
+        what = "an integer" if kind is int else "a number"
+        raise DatasetError(f"data.{name} must be {what}, got {value!r}") from None
+
+
 def _pair(value: Sequence[Any], name: str, kind: type = int) -> tuple[Any, Any]:
-    values = tuple(kind(v) for v in value)
+    if isinstance(value, str | int | float) or value is None:
+        raise DatasetError(f"data.{name} must have two values, e.g. [1024, 1024], got {value!r}")
+    values = tuple(_number(v, name, kind) for v in value)
     if len(values) != 2:
         raise DatasetError(f"data.{name} must have two values, got {list(value)}")
     return values
@@ -141,25 +154,25 @@ class CityscapesDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.root = Path(str(root)).expanduser()
-        self.batch_size = int(batch_size)
-        self.num_workers = int(num_workers)
+        self.batch_size = _number(batch_size, "batch_size")
+        self.num_workers = _number(num_workers, "num_workers")
         if self.batch_size < 1 or self.num_workers < 0:
             raise DatasetError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
         self.crop_size = _pair(crop_size, "crop_size")
         self.scale = _pair(scale, "scale")
         self.ratio_range = _pair(ratio_range, "ratio_range", float)
-        self.cat_max_ratio = float(cat_max_ratio)
+        self.cat_max_ratio = _number(cat_max_ratio, "cat_max_ratio", float)
         self.test_scale = _pair(test_scale, "test_scale")
         # val/test items also carry the original uint8 image, which ms+flip resizes once per ratio
         self.keep_original = bool(keep_original)
         self.photometric = bool(photometric)
-        self.flip_prob = float(flip_prob)
+        self.flip_prob = _number(flip_prob, "flip_prob", float)
         self.generate_if_missing = bool(generate_if_missing)
         self.synthetic = dict(synthetic or {})
         self.synthetic_root = None if synthetic_root is None else Path(str(synthetic_root)).expanduser()
         self.pin_memory = pin_memory
         self.persistent_workers = bool(persistent_workers)
-        self.seed = int(seed)
+        self.seed = _number(seed, "seed")
         self.val_split, self.test_split, self.predict_split = val_split, test_split, predict_split
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None

@@ -130,8 +130,14 @@ def predict_images(
                 else:
                     picture = train_ids_to_label_ids(mask)
                 target = out_dir / kind / stem.with_suffix(".png")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(np.ascontiguousarray(picture)).save(target)
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(np.ascontiguousarray(picture)).save(target)
+                except OSError as err:  # a read-only or full output folder: one line, not PIL's traceback
+                    raise BisenetError(
+                        f"cannot write {target}: {err.strerror or err}; {done} image(s) were written before "
+                        "it. Choose another output= folder"
+                    ) from None
             done += 1
             progress.advance(task)
     return done, failed

@@ -20,6 +20,7 @@ What mmseg does (docs/reproduction.md#test-time), and therefore what we do:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from bisenet_pl.data.preprocess import MEAN, STD, denormalize, normalize, preprocess, ratio_box, resize_image
 
 Net = Callable[[torch.Tensor], torch.Tensor]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,6 +63,21 @@ class InferenceConfig:
             self.box = (int(self.box[0]), int(self.box[1]))
         if not self.scales:
             raise ValueError("inference needs at least one scale")
+
+    def warn_if_slide_is_whole(self) -> bool:
+        """`slide` with windows at least as large as the test box is one window, i.e. `whole`: say so
+        (a demo checkpoint's 256-pixel frames under the default 1024x1024 crop). Returns whether it is."""
+        if self.mode != "slide" or self.box is None:
+            return False
+        long_edge, short_edge = self.box
+        if self.crop_size[0] >= short_edge and self.crop_size[1] >= long_edge:
+            log.warning(
+                "mode=slide: the %dx%d window covers the whole %dx%d test image, so this equals mode=whole; "
+                "set inference.crop_size=[h,w] (and inference.stride) smaller than the image to slide",
+                *self.crop_size, short_edge, long_edge,
+            )  # fmt: skip
+            return True
+        return False
 
     @property
     def is_multi_pass(self) -> bool:

@@ -78,6 +78,7 @@ class Predictor:
         self.cfg = InferenceConfig.from_mode(
             mode, mean=tuple(self.meta["mean"]), std=tuple(self.meta["std"]), **inference
         )
+        self.cfg.warn_if_slide_is_whole()
         self.fast = fast
         self.net: Net = self.model
         self.path_name = "fp32 eager"
