@@ -22,7 +22,7 @@ export WANDB_SILENT             := true
 # No W&B account in the demo/tests: keep runs on disk (`wandb sync` uploads them later).
 export WANDB_MODE               ?= offline
 
-.PHONY: install demo test test-fast test-slurm bench lint format clean help parity-env test-parity
+.PHONY: install demo test test-fast test-slurm bench lint format clean help parity-env test-parity gpu-wheels gpu-check-smoke
 
 help:
 	@echo "make demo        install, make the synthetic dataset, train + evaluate the demo model (CPU, minutes)"
@@ -34,6 +34,8 @@ help:
 	@echo "make bench       speed benchmarks (results in experiments/)"
 	@echo "make lint        ruff check, ruff format --check, mypy bisenet_pl (types)"
 	@echo "make format      ruff: fix what it can, reformat"
+	@echo "make gpu-wheels  the GPU check's missing dependencies for an offline CPython 3.12 GPU box (.gpu-wheels/)"
+	@echo "make gpu-check-smoke  scripts/gpu_check.sh --cpu-smoke: the GPU check at toy size on this CPU"
 
 install: $(STAMP)
 
@@ -105,6 +107,19 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix bisenet_pl tests benchmarks scripts
 	$(VENV)/bin/ruff format bisenet_pl tests benchmarks scripts
+
+# docs/gpu_check.md: what a borrowed GPU machine (CPython 3.12, torch with CUDA, no network) lacks.
+GPU_WHEELS := .gpu-wheels
+gpu-wheels: install
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
+	$(PIP) download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--abi cp312 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux_2_28_x86_64 -d $(GPU_WHEELS) -r scripts/gpu_wheels.txt
+	$(PIP) wheel --quiet --no-deps -w $(GPU_WHEELS) antlr4-python3-runtime==4.9.3
+	@du -sh $(GPU_WHEELS)
+
+gpu-check-smoke: install
+	PYTHON=$(PY) bash scripts/gpu_check.sh --cpu-smoke outputs/gpu_check_smoke
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache
