@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"demo finished in {total / 60:.1f} min (training {t_train / 60:.1f} min)")
     print(f"val mIoU of the final checkpoint: {miou:.2f}  (aAcc {results['results']['aAcc']:.2f})")
     print(f"checkpoint:  {ckpt}")
-    print(f"logs/config: {run_dir}  (metrics in csv/version_0/metrics.csv, results in evaluate/results.json)")
+    print(f"logs/config: {run_dir}  (metrics in csv/metrics.csv, results in evaluate/results.json)")
     print(f"predictions: {run_dir / 'predictions'}")
     print("next: python -m bisenet_pl.predict ckpt=" + str(ckpt) + " input=<image or folder>")
     print("=" * 72)
