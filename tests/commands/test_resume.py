@@ -194,3 +194,14 @@ def test_a_smoke_run_shorter_than_the_warmup_trains_with_a_warning(tiny_data, tm
     code, out = _run(args, tmp_path)
     assert code == 0, out[-3000:]
     assert "warmup_steps=1000 >= max_steps=2" in out
+
+
+def test_a_truncated_run_config_is_one_message(trained_run, tmp_path):
+    run = Path(shutil.copytree(trained_run, tmp_path / "copy"))
+    text = (run / "run_config.yaml").read_text()
+    (run / "run_config.yaml").write_text(
+        text[: len(text) // 2] + "\n  - [unclosed"
+    )  # a kill mid-write, pre-fix
+    code, out = _run([f"resume={run}"], tmp_path)
+    assert code == 2 and "Traceback" not in out
+    assert f"{run / 'run_config.yaml'} cannot be read" in out
