@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -76,10 +77,10 @@ def test_kill_resume_interrupt_resume_finish_keeps_one_last_ckpt(tiny_data, tmp_
     args = tiny_train_args(
         tiny_data,
         tmp_path,
-        "trainer.max_steps=400",
-        "trainer.val_check_interval=400",
+        "trainer.max_steps=150",
+        "trainer.val_check_interval=150",
         "callbacks.last_checkpoint.every_n_train_steps=5",
-        "callbacks.iter_checkpoint.every_n_train_steps=400",
+        "callbacks.iter_checkpoint.every_n_train_steps=150",
         f"hydra.run.dir={run}",
     )
     # 1. SIGKILL: nothing runs on the way out; last.ckpt (every 5 steps) is what survives
@@ -117,9 +118,9 @@ def test_kill_resume_interrupt_resume_finish_keeps_one_last_ckpt(tiny_data, tmp_
     code, out = _run([f"resume={run}"], tmp_path)
     assert code == 0, out[-3000:]
     assert f"(step {max(int_at, _step(last))}" in out or f"(step {int_at}" in out
-    assert _step(last) == 400 and _step(ckpts / "iter_000400.ckpt") == 400
+    assert _step(last) == 150 and _step(ckpts / "iter_000150.ckpt") == 150
     assert not list(ckpts.glob("last-v*.ckpt"))
-    assert json.loads((run / "results.json").read_text())["global_step"] == 400
+    assert json.loads((run / "results.json").read_text())["global_step"] == 150
     for log in tmp_path.glob("*.log"):
         assert "`weights_only` was not set" not in log.read_text()
 
@@ -205,3 +206,40 @@ def test_a_truncated_run_config_is_one_message(trained_run, tmp_path):
     code, out = _run([f"resume={run}"], tmp_path)
     assert code == 2 and "Traceback" not in out
     assert f"{run / 'run_config.yaml'} cannot be read" in out
+
+
+def test_kill_9_at_random_moments_never_loses_a_loadable_resume_point(tiny_data, tmp_path):
+    """Four SIGKILLs at random moments (a 118 MB checkpoint every 3 steps, so some land mid-write):
+    every time, each checkpoint left behind loads with weights_only=True and the resume continues from
+    the highest stored step; the run then finishes with one last.ckpt at the final step."""
+    import random
+
+    rng = random.Random(0)
+    run = tmp_path / "run"
+    last = run / "checkpoints" / "last.ckpt"
+    args = tiny_train_args(
+        tiny_data,
+        tmp_path,
+        "trainer.max_steps=100",
+        "trainer.val_check_interval=100",
+        "callbacks.last_checkpoint.every_n_train_steps=3",
+        "callbacks.iter_checkpoint.every_n_train_steps=100",
+        f"hydra.run.dir={run}",
+    )
+    steps = [0]
+    for attempt in range(4):
+        proc = _train(args if attempt == 0 else [f"resume={run}"], tmp_path, tmp_path / f"k{attempt}.log")
+        try:
+            wait_for(lambda: _step(last) > steps[-1], timeout=300, proc=proc)
+            time.sleep(rng.uniform(0.0, 1.0))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        for ckpt in (run / "checkpoints").glob("*.ckpt"):
+            assert _step(ckpt) >= 0, f"{ckpt} does not load after kill {attempt}"
+        steps.append(_step(last))
+        assert steps[-1] > steps[-2]
+    code, out = _run([f"resume={run}"], tmp_path)
+    assert code == 0, out[-3000:]
+    assert f"(step {steps[-1]}" in out or "interrupted" in out
+    assert _step(last) == 100 and not list((run / "checkpoints").glob(".*.tmp"))
