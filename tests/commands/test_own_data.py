@@ -84,6 +84,19 @@ def test_fine_tuning_a_binary_set_from_a_cityscapes_checkpoint(datasets, trained
     assert proc.returncode == 0, proc.stderr[-2000:]
     evaluated = json.loads((tmp_path / "ev" / "results.json").read_text())["results"]
     assert evaluated["mIoU"] == pytest.approx(results["mIoU"], abs=1e-6)
+    # export: the ONNX file's sidecar carries the data's classes and palette, and it evaluates the same
+    onnx = tmp_path / "binary.onnx"
+    proc = run_cli("bisenet_pl.export", f"ckpt={ckpt}", f"out={onnx}", "exporter=torchscript",
+                   "check_shapes=[[1,3,64,128]]", f"hydra.run.dir={tmp_path / 'ex'}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sidecar = json.loads(onnx.with_suffix(".onnx.json").read_text())
+    assert sidecar["classes"] == ["background", "road"] and len(sidecar["palette"]) == 2
+    proc = run_cli("bisenet_pl.evaluate", f"ckpt={onnx}", "backend=onnxruntime", "data=folder",
+                   f"data.root={datasets['binary']}", "data.num_workers=0", "num_workers=0",
+                   f"hydra.run.dir={tmp_path / 'ev2'}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    onnx_results = json.loads((tmp_path / "ev2" / "results.json").read_text())["results"]
+    assert onnx_results["mIoU"] == pytest.approx(results["mIoU"], abs=0.05)
     # predict: the dataset's palette and names come from the checkpoint, no label ids for it
     photos = datasets["binary"] / "images" / "val"
     proc = run_cli("bisenet_pl.predict", f"ckpt={ckpt}", f"input={photos}", f"output={tmp_path / 'p'}",
