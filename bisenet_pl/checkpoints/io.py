@@ -147,10 +147,16 @@ def safe_load(path: Path, mmap: bool = False) -> Any:
             f"{path} is not a PyTorch checkpoint (or it is corrupt): it could not be read as one"
         ) from None
     except Exception as e:  # torch/zipfile/pickle raise many types for a bad file; none may escape
-        reason = "it is truncated or corrupt" if head.startswith(b"PK") else "it could not be read as one"
         if isinstance(e, OSError) and e.strerror:
-            reason = e.strerror
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {reason}") from None
+            raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror}") from None
+        if head.startswith(b"PK"):
+            raise CheckpointError(
+                f"{path} is not a readable PyTorch checkpoint: it is truncated or corrupt"
+            ) from None
+        # the same words as the unpickler's refusal above: which error random bytes trip is chance
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (or it is corrupt): it could not be read as one"
+        ) from None
 
 
 def _code_it_would_run(path: Path, message: str) -> str | None:
@@ -165,14 +171,20 @@ def _code_it_would_run(path: Path, message: str) -> str | None:
         return match.group(1)
     try:
         with open(path, "rb") as f:
+            if f.read(1) != b"\x80":  # a pickle of protocol 2+ starts with PROTO; anything else is not one
+                return None
+            f.seek(0)
             strings: list[str] = []
+            called: str | None = None
             for opcode, arg, _ in pickletools.genops(f):
-                if opcode.name == "GLOBAL" and isinstance(arg, str):
-                    return arg.replace(" ", ".")
-                if opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    return f"{strings[-2]}.{strings[-1]}"
-                if isinstance(arg, str):
+                if called is None and opcode.name == "GLOBAL" and isinstance(arg, str):
+                    called = arg.replace(" ", ".")
+                elif called is None and opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    called = f"{strings[-2]}.{strings[-1]}"
+                elif isinstance(arg, str):
                     strings.append(arg)
+            # genops stops at STOP: only a whole, well-formed pickle counts (random bytes rarely are one)
+            return called
     except Exception:  # not a pickle either: the caller says "not a checkpoint"
         return None
     return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -92,3 +93,18 @@ def test_an_unusable_entry_is_one_message(saved, tmp_path, edit, expected):
     with pytest.raises(CheckpointError, match=expected) as err:
         load_model(bad)
     assert str(bad) in str(err.value)
+
+
+def test_random_bytes_are_never_mistaken_for_a_code_running_pickle(tmp_path):
+    """The opcode scan that names a refused pickle's callable reads only whole protocol-2+ pickles: noise
+    that happens to start like a GLOBAL opcode is "not a checkpoint", not "would run code"."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "noise.pth"
+    for i in range(300):
+        data = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
+        path.write_bytes((b"c" if i % 2 else b"\x80\x04") + data)  # GLOBAL's and PROTO's first byte
+        with pytest.raises(CheckpointError) as err:
+            read_checkpoint(path)
+        assert "run code" not in str(err.value) and "not a PyTorch checkpoint" in str(err.value), str(
+            err.value
+        )
