@@ -217,8 +217,7 @@ def _checkpoint_to_start_from(cfg: DictConfig, run_dir: Path) -> str | None:
             refuse_fresh_start_over(run_dir)
         return None
     if str(ckpt) != "last":
-        _check_training_checkpoint(Path(str(ckpt)))
-        return str(ckpt)
+        return str(ckpt)  # checked against the model once it is built (_check_resume_file)
     if not cfg.get("resume"):
         _refuse_other_run(cfg, run_dir)
     latest = latest_checkpoint(run_dir)
@@ -254,28 +253,22 @@ def _refuse_other_run(cfg: DictConfig, run_dir: Path) -> None:
         )
 
 
-def _check_training_checkpoint(path: Path) -> None:
+def _check_resume_file(path: str, module: Any) -> None:
     """`ckpt_path=<file>` restores optimizer, schedule and step: it must be a training checkpoint with
-    finite weights; a wrong file is one message here, not a traceback from inside `fit`."""
+    finite weights of this model (names and shapes). A wrong file is one message here, read once
+    (memory-mapped), not a traceback from inside `fit`."""
     from bisenet_pl.checkpoints.checks import check_tensors
     from bisenet_pl.checkpoints.io import safe_load
     from bisenet_pl.errors import CheckpointError
 
-    obj = safe_load(path, mmap=True)
+    obj = safe_load(Path(path), mmap=True)
     if not (isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and "global_step" in obj):
         raise CheckpointError(
             f"ckpt_path={path} is not a training checkpoint written by bisenet_pl.train (it has no "
             "optimizer state or step to continue from); evaluate, predict and export read such files"
         )
-    check_tensors(path, obj["state_dict"])
-
-
-def _check_fits_module(path: str, module: Any) -> None:
-    """The checkpoint's weights must be this model's: names and shapes, else one message."""
-    from bisenet_pl.checkpoints.io import safe_load
-    from bisenet_pl.errors import CheckpointError
-
-    stored = safe_load(Path(path), mmap=True)["state_dict"]
+    stored = obj["state_dict"]
+    check_tensors(path, stored)
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     missing = [k for k in expected if k not in stored]
     unexpected = [k for k in stored if k not in expected]
@@ -402,7 +395,7 @@ def _train_in(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     loggers = instantiate_dict(cfg.get("logger"), "logger")
     trainer = build_trainer(cfg, callbacks, loggers)
     if ckpt_path is not None:
-        _check_fits_module(ckpt_path, module)
+        _check_resume_file(ckpt_path, module)
     if trainer.is_global_zero:
         atomic_write_text(OmegaConf.to_yaml(cfg), run_dir / RUN_CONFIG)
         for lg in trainer.loggers:
