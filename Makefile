@@ -13,7 +13,7 @@ PIP            := $(PY) -m pip
 TORCH_CPU_SPEC ?= torch==2.13.0
 TORCH_GPU_SPEC ?= torch
 TORCH_INDEX    ?=
-EXTRAS         ?= dev,export,cityscapes,sweep
+EXTRAS         ?= dev,export,deploy,serve,cityscapes,sweep
 PIP_QUIET      ?= -q --disable-pip-version-check
 STAMP          := $(VENV)/.installed
 
@@ -22,11 +22,12 @@ export WANDB_SILENT             := true
 # No W&B account in the demo/tests: keep runs on disk (`wandb sync` uploads them later).
 export WANDB_MODE               ?= offline
 
-.PHONY: install demo test test-fast test-slurm bench lint format clean help parity-env test-parity gpu-wheels gpu-check-smoke
+.PHONY: browser install demo test test-fast test-slurm bench lint format clean help parity-env test-parity gpu-wheels gpu-check-smoke
 
 help:
 	@echo "make demo        install, make the synthetic dataset, train + evaluate the demo model (CPU, minutes)"
 	@echo "make test        install, lint, then run the test suite"
+	@echo "make browser     Chromium for the served page's browser test (Debian's package, when missing)"
 	@echo "make test-parity the parity suite: mmsegmentation run beside us (makes the reference venv once)"
 	@echo "make parity-env  the reference venv for the parity suite ($(PARITY_VENV), reused)"
 	@echo "make test-fast   the tests without the Slurm cluster and the slow end-to-end runs"
@@ -60,7 +61,7 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PY) -m bisenet_pl.demo
 
-test: install parity-env lint
+test: install parity-env browser lint
 	$(PY) -m pytest -q tests
 
 # The parity suite's reference (tests/parity): mmsegmentation in its own throw-away venv, never in
@@ -123,3 +124,14 @@ gpu-check-smoke: install
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache
+
+# The served web page is tested in a real headless browser (tests/serving). Debian's chromium, installed
+# once when it is missing and apt-get can run; elsewhere install any Chromium and set BISENET_CHROMIUM.
+browser:
+	@if [ -n "$$BISENET_CHROMIUM" ] || command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "[browser] installing Debian's chromium for the web page test"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+		|| { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; } \
+		|| echo "[browser] could not install chromium: the web page test will fail and say so"; \
+	else echo "[browser] no chromium: install one (or set BISENET_CHROMIUM) for the web page test"; fi
