@@ -4,6 +4,9 @@ Segments every image (any size) and writes the selected outputs, one sub-folder 
 `color/` palette masks, `overlay/` masks over the image, `trainid/` train-id PNGs, `labelid/` label-id
 PNGs named as the Cityscapes test server expects. An unreadable image is reported by name and skipped;
 the others are still written, and the command then exits with status 1 and a summary.
+
+A video (`input=clip.mp4`, docs/video.md) gives `<output>/<stem>_overlay.mp4`, optional per-frame masks
+(`video.masks=true`) and `<stem>_latency.json`; a video OpenCV cannot read is one error naming it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ log = logging.getLogger("bisenet_pl.predict")
 def main(cfg: DictConfig) -> None:
     from bisenet_pl.inference.batch import find_images, predict_images
     from bisenet_pl.inference.predictor import Predictor
+    from bisenet_pl.inference.video import VideoOptions, is_video, predict_video
 
     test_scale = cfg.test_scale if cfg.test_scale in ("checkpoint", None) else tuple(cfg.test_scale)
     predictor = Predictor(
@@ -36,8 +40,14 @@ def main(cfg: DictConfig) -> None:
         mode=cfg.mode,
         fast=cfg.fast,
         test_scale=test_scale,
+        backend=str(cfg.backend),
         **keyword_options(cfg.inference),
     )
+    if is_video(cfg.input):
+        options = VideoOptions(**keyword_options(cfg.video), opacity=float(cfg.opacity))
+        report = predict_video(predictor, cfg.input, Path(cfg.output), options)
+        print(report.summary())
+        return
     images = find_images(cfg.input)
     if not images:
         raise DatasetError(f"input={cfg.input}: no images found")

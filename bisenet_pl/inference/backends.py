@@ -11,7 +11,7 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -42,22 +42,24 @@ class LoadedNet:
     _tmp: Any = field(default=None, repr=False)
 
 
-def _model(source: str | Path | None, device: torch.device) -> Segmentor:
+def _model(source: str | Path | nn.Module | None, device: torch.device) -> Segmentor:
     from bisenet_pl.checkpoints import load_model
     from bisenet_pl.models import Segmentor
 
+    if isinstance(source, nn.Module):  # an already-built model (the Python API): used as it is
+        return cast("Segmentor", source.to(device).eval())
     if source is None:
         log.warning("no checkpoint given: using a freshly initialised model (random weights)")
         return Segmentor(aux_heads=False).to(device).eval()
     return load_model(source, device=device)
 
 
-def is_onnx(source: str | Path | None) -> bool:
-    return source is not None and str(source).endswith(".onnx")
+def is_onnx(source: str | Path | nn.Module | None) -> bool:
+    return isinstance(source, (str, Path)) and str(source).endswith(".onnx")
 
 
 def load_net(
-    source: str | Path | None,
+    source: str | Path | nn.Module | None,
     backend: str = "torch",
     device: torch.device | str = "cpu",
     fast: bool = False,
@@ -68,8 +70,8 @@ def load_net(
     """Build the net that runs `source` on `backend`.
 
     Args:
-        source: our checkpoint, a training `.ckpt`, an mmseg `.pth`, an exported `.onnx`, or None for a
-            freshly initialised model (speed measurements only).
+        source: our checkpoint, a training `.ckpt`, an mmseg `.pth`, an exported `.onnx`, an already-built
+            model (a `Segmentor`, used as it is), or None for a freshly initialised model (speed only).
         backend: "torch", or "onnxruntime" (an `.onnx` file as is, a PyTorch checkpoint exported first).
         fast: the fastest path that keeps the accuracy guarantees (`accelerate.fastest_net`).
         options: an explicit `accelerate.FastOptions` path instead (torch only).

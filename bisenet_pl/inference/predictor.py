@@ -4,7 +4,8 @@
     mask = predictor("frankfurt_000000_000294_leftImg8bit.png")   # (H, W) uint8 train ids
     rgb = predictor.colorize(mask)
 
-It reads any checkpoint `load_model` understands (ours, a training `.ckpt`, an mmseg `.pth`), applies
+It reads any checkpoint `load_model` understands (ours, a training `.ckpt`, an mmseg `.pth`) or, with
+`backend=`, an exported model (`load_net`: `Predictor("model.onnx", backend="onnxruntime")`), applies
 mmseg's test preprocessing (keep-ratio resize into the test scale, normalise) and the one inference
 path, and returns the train-id map at the image's own size.
 """
@@ -18,7 +19,6 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import torch
 
-from bisenet_pl.data.cityscapes import PALETTE
 from bisenet_pl.data.preprocess import preprocess, read_rgb
 from bisenet_pl.hardware import resolve_device
 from bisenet_pl.inference.modes import InferenceConfig, Net, predict_labels, segment
@@ -46,8 +46,11 @@ class Predictor:
         mode: "whole" (mmseg's table), "slide", or "msflip" (6 ratios x flip).
         fast: pick the fastest inference path this machine supports that keeps the accuracy guarantees
             (see `bisenet_pl.inference.accelerate`); False runs the plain fp32 model, as mmseg does.
+            Applies to backend="torch".
         test_scale: the keep-ratio resize box (long, short); default from the checkpoint, else (2048, 1024).
             None keeps the image's size.
+        backend: "torch", or any other of `bisenet_pl.inference.backends.BACKENDS` ("onnxruntime" runs an
+            exported `.onnx` file as it is, a PyTorch checkpoint exported first).
         **inference: `InferenceConfig` overrides (crop_size, stride, scales, flip).
     """
 
@@ -58,17 +61,18 @@ class Predictor:
         mode: str = "whole",
         fast: bool = False,
         test_scale: Sequence[int] | None | str = "checkpoint",
+        backend: str = "torch",
         **inference: Any,
     ) -> None:
-        from bisenet_pl.checkpoints import complete_meta, load_model
+        from bisenet_pl.inference.backends import PLAIN, load_net
 
         self.device = resolve_device(device)
-        if isinstance(checkpoint, torch.nn.Module):
-            self.model = checkpoint.to(self.device).eval()
-        else:
-            self.model = load_model(checkpoint, device=self.device)
-        num_classes = int(getattr(self.model, "config", {}).get("num_classes", len(PALETTE)))
-        self.meta: dict[str, Any] = complete_meta(num_classes, getattr(self.model, "meta", None))
+        # Built as evaluate and benchmark build theirs, so a path measured there is the path run here.
+        loaded = load_net(checkpoint, backend, self.device, fast=fast)
+        self.backend = backend
+        self.model = loaded.model  # the PyTorch model behind the net; None for an exported file
+        self.meta: dict[str, Any] = loaded.meta
+        self._loaded = loaded  # keeps a temporary export (a checkpoint on onnxruntime) alive
         if test_scale == "checkpoint":
             test_scale = self.meta.get("test_scale") or (2048, 1024)
         # a (long, short) box by now: "checkpoint" was replaced just above
@@ -80,12 +84,8 @@ class Predictor:
         )
         self.cfg.warn_if_slide_is_whole()
         self.fast = fast
-        self.net: Net = self.model
-        self.path_name = "fp32 eager"
-        if fast:
-            from bisenet_pl.inference.accelerate import fastest_net
-
-            self.net, self.path_name = fastest_net(self.model, self.device)
+        self.net: Net = loaded.net
+        self.path_name = "fp32 eager" if loaded.name == PLAIN else loaded.name
 
     @property
     def class_names(self) -> list[str]:
