@@ -1,10 +1,10 @@
 """A batch of decoded images through a `Predictor`'s net, and the encodings of its answers.
 
-A batch holds images of one size (the micro-batcher's key is the image shape): they are preprocessed
-one by one exactly as `Predictor.__call__` does (`preprocess` into the predictor's test scale), stacked
-into one (N, 3, h, w) tensor and run through `predict_labels` with the predictor's net, inference
-config and fast-argmax choice, so each mask is the mask `Predictor` gives for that image alone (up to
-the last-ulp differences of a batched convolution; tested equal on the test model).
+A batch holds images of one size (the micro-batcher's key is the image shape) and runs as one forward
+pass through `bisenet_pl.inference.video.segment_frames`, the predictor's own steps for one image
+applied to N at once (the same preprocessing, net, inference config and fast argmax), so each mask is
+the mask `Predictor` gives for that image alone, up to the last-ulp differences of a batched
+convolution (tested equal on the test model).
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
-from bisenet_pl.data.preprocess import preprocess
-from bisenet_pl.inference.modes import predict_labels
+from bisenet_pl.inference.video import segment_frames
 
 if TYPE_CHECKING:
     from bisenet_pl.inference.predictor import Predictor
@@ -44,14 +42,7 @@ def segment_batch(predictor: Predictor, images: Sequence[np.ndarray]) -> list[Se
     if len({image_key(rgb) for rgb in images}) != 1:
         raise ValueError("segment_batch() needs images of one size (the batcher keys batches by shape)")
     start = time.perf_counter()
-    mean, std = predictor.meta["mean"], predictor.meta["std"]
-    x = torch.cat([preprocess(rgb, predictor.test_scale, mean, std) for rgb in images]).to(predictor.device)
-    size = (int(images[0].shape[0]), int(images[0].shape[1]))
-    original = torch.from_numpy(np.stack(images))
-    labels = predict_labels(
-        predictor.net, x, size, predictor.cfg, fast_argmax=predictor.fast, original=original
-    )
-    masks = labels.to(torch.uint8).cpu().numpy()
+    masks = segment_frames(predictor, images)
     ms = (time.perf_counter() - start) * 1000.0
     return [Segmented(np.ascontiguousarray(m), len(images), ms) for m in masks]
 
