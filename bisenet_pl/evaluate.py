@@ -59,6 +59,9 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     )
     inference.box = tuple(test_scale)
     inference.warn_if_slide_is_whole()
+    from bisenet_pl.inference.baked import require_logits
+
+    require_logits(net, inference, cfg.ckpt)
     if int(datamodule.num_classes) != len(classes):
         raise ConfigError(
             f"{cfg.ckpt} predicts {len(classes)} classes ({', '.join(classes[:5])}, ...) but the data has "

@@ -46,8 +46,13 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     model, meta = _load(cfg.ckpt)
     if cfg.ckpt is not None:
         meta["source_checkpoint"] = str(cfg.ckpt)
+    from bisenet_pl.inference.baked import GraphContract
+
+    contract = GraphContract.from_options(
+        bool(cfg.get("preprocess", False)), bool(cfg.get("argmax", False)), cfg.get("layout")
+    )
     t0 = time.perf_counter()
-    export_onnx(model, out, meta, exporter=str(cfg.exporter), opset=cfg.opset)
+    export_onnx(model, out, meta, exporter=str(cfg.exporter), opset=cfg.opset, contract=contract)
     seconds = time.perf_counter() - t0
     shapes = [tuple(int(v) for v in s) for s in cfg.check_shapes]
     try:
@@ -62,7 +67,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         f"wrote {out} ({size_mb:.1f} MB, opset {opset_of(out)}, {cfg.exporter} exporter, {seconds:.1f} s) "
         "and "
         f"{sidecar_path(out)}; onnxruntime matches PyTorch on {len(shapes)} input sizes "
-        f"(max abs diff {max(diffs):.2g})"
+        f"({'share of differing labels' if contract.argmax else 'max abs diff'} {max(diffs):.2g})"
     )
     return {"onnx": str(out), "sidecar": str(sidecar_path(out)), "max_abs_diff": diffs, "seconds": seconds}
 

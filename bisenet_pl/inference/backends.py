@@ -92,9 +92,12 @@ def load_net(
             model = _model(source, device)
             tmp = tempfile.TemporaryDirectory()
             path = export_onnx(model, Path(tmp.name) / "model.onnx", getattr(model, "meta", None), exporter)
-        onnx_net = OnnxNet(path, device=device)
+        from bisenet_pl.inference.baked import adapt
+
+        # A baked file (uint8 in and/or labels out, as its meta says) gets the adapter the modes need.
+        onnx_net = adapt(OnnxNet(path, device=device))
         meta = complete_meta(onnx_net.num_classes, onnx_net.meta)
-        return LoadedNet(onnx_net, OnnxNet.name, meta, model, tmp)
+        return LoadedNet(onnx_net, onnx_net.name, meta, model, tmp)
 
     from bisenet_pl.inference.accelerate import FastNet, FastOptions, fastest_net
 

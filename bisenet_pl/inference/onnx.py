@@ -34,6 +34,7 @@ from torch import nn
 from bisenet_pl.errors import BisenetError
 
 if TYPE_CHECKING:
+    from bisenet_pl.inference.baked import GraphContract
     from bisenet_pl.models.segmentor import Segmentor
 
 INPUT_NAME = "image"
@@ -75,9 +76,17 @@ class _LowResLogits(nn.Module):
 
 
 def _torch_onnx_export(
-    net: nn.Module, target: str | io.BytesIO, exporter: str, opset: int | None, example: torch.Tensor
+    net: nn.Module,
+    target: str | io.BytesIO,
+    exporter: str,
+    opset: int | None,
+    example: torch.Tensor,
+    output_name: str = OUTPUT_NAME,
+    input_axes: Sequence[int] = (0, 2, 3),
+    output_axes: Sequence[int] = (0, 2, 3),
 ) -> None:
-    """Run one of torch's exporters with our names and dynamic (batch, height, width)."""
+    """Run one of torch's exporters with our names and dynamic (batch, height, width) at `input_axes`
+    of the input and `output_axes` of the output (a baked graph's NHWC input, (N, H, W) labels)."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy exporter's DeprecationWarning, tracer warnings
         if exporter == "dynamo":
@@ -90,30 +99,34 @@ def _torch_onnx_export(
                 (example,),
                 target,
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC},),
+                output_names=[output_name],
+                dynamic_shapes=({axis: Dim.DYNAMIC for axis in input_axes},),
                 opset_version=opset,
                 dynamo=True,
                 external_data=False,  # one file: weights inside (13 MB), no model.onnx.data
                 verbose=False,
             )
         else:
-            dyn = {0: "batch", 2: "height", 3: "width"}
+            names = ("batch", "height", "width")
             torch.onnx.export(
                 net,
                 (example,),
                 # The TorchScript exporter writes to a file object too; torch annotates `f` as a path only.
                 target,  # type: ignore[arg-type]
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: dyn, OUTPUT_NAME: dyn},
+                output_names=[output_name],
+                dynamic_axes={
+                    INPUT_NAME: dict(zip(input_axes, names, strict=True)),
+                    output_name: dict(zip(output_axes, names, strict=True)),
+                },
                 opset_version=opset or 17,
                 dynamo=False,
             )
 
 
-def _name_dims(path: Path, num_classes: int, meta: dict[str, Any]) -> None:
-    """Readable dynamic-dim names (batch/height/width), the static class count, and the meta, in place.
+def _name_dims(path: Path, dims_by_name: dict[str, Sequence[str | int]], meta: dict[str, Any]) -> None:
+    """Readable dynamic-dim names (batch/height/width), the static channel and class counts (the dims of
+    each named input/output in `dims_by_name`), and the meta, in place.
 
     The exporters name dynamic dims themselves (`s77`, `Resizelogits_dim_1`...); fixed names make the
     contract visible to any ONNX tool (Netron, onnxruntime's `get_inputs()`).
@@ -122,14 +135,16 @@ def _name_dims(path: Path, num_classes: int, meta: dict[str, Any]) -> None:
 
     proto = onnx.load(str(path))
     for value in (*proto.graph.input, *proto.graph.output):
-        if value.name not in (INPUT_NAME, OUTPUT_NAME):
+        if value.name not in dims_by_name:
             continue
         dims = value.type.tensor_type.shape.dim
-        for i, name in ((0, "batch"), (2, "height"), (3, "width")):
-            dims[i].ClearField("dim_value")
-            dims[i].dim_param = name
-        dims[1].ClearField("dim_param")
-        dims[1].dim_value = 3 if value.name == INPUT_NAME else num_classes
+        for i, wanted in enumerate(dims_by_name[value.name]):
+            if isinstance(wanted, str):
+                dims[i].ClearField("dim_value")
+                dims[i].dim_param = wanted
+            else:
+                dims[i].ClearField("dim_param")
+                dims[i].dim_value = int(wanted)
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = META_KEY, json.dumps(meta)
@@ -151,15 +166,21 @@ def export_onnx(
     exporter: str = "dynamo",
     opset: int | None = None,
     example_size: Sequence[int] = (256, 512),
+    contract: GraphContract | None = None,
 ) -> Path:
     """Write `model` (a Segmentor; fused on a copy) to `out` as one self-contained ONNX file + sidecar.
 
     Returns the ONNX path. `meta` (classes, palette, mean, std, test_scale...) goes into the file's
     metadata and the sidecar JSON. `opset` defaults to the exporter's (18 dynamo, 17 torchscript).
+    `contract`: a baked graph (uint8 in and/or labels out, `bisenet_pl.inference.baked`); None is the
+    plain graph described above.
     """
     if exporter not in EXPORTERS:
         raise ExportError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
     from bisenet_pl.checkpoints.meta import complete_meta
+    from bisenet_pl.inference.baked import GraphContract
+
+    contract = contract or GraphContract()
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -171,20 +192,25 @@ def export_onnx(
             "num_classes": num_classes,
             "input": f"{INPUT_NAME}: (N, 3, H, W) float32, RGB, normalised (x - mean) / std",
             "output": f"{OUTPUT_NAME}: (N, {num_classes}, H, W) float32 at the input size",
+            **contract.describe(num_classes),
             "fused": True,
             "exporter": exporter,
             "torch": torch.__version__,
         }
     )
-    example = torch.zeros(1, 3, int(example_size[0]), int(example_size[1]))
-    _torch_onnx_export(net, str(out), exporter, opset, example)
+    graph = contract.wrap(net, full_meta["mean"], full_meta["std"])
+    input_dims, output_dims = contract.input_dims(), contract.output_dims(num_classes)
+    axes_in = [i for i, d in enumerate(input_dims) if isinstance(d, str)]
+    axes_out = [i for i, d in enumerate(output_dims) if isinstance(d, str)]
+    example = contract.example(example_size)
+    _torch_onnx_export(graph, str(out), exporter, opset, example, contract.output_name, axes_in, axes_out)
     stray = out.with_name(out.name + ".data")
     if stray.exists():  # never leave a second file that the .onnx silently depends on
         raise ExportError(
             f"{out}: the exporter wrote external weights to {stray}; expected one self-contained file"
         )
     full_meta["opset"] = opset_of(out)
-    _name_dims(out, num_classes, full_meta)
+    _name_dims(out, {INPUT_NAME: input_dims, contract.output_name: output_dims}, full_meta)
     sidecar_path(out).write_text(json.dumps(full_meta, indent=2) + "\n")
     return out
 
@@ -336,9 +362,14 @@ def check_onnx(
 
     Raises `ExportError` (naming the shape and the difference) if a shape's output has the wrong shape
     or any logit differs by more than `tolerance`. Inputs are random normal images (what the network
-    sees after normalisation); one generator seed for reproducibility.
+    sees after normalisation); one generator seed for reproducibility. A baked graph (uint8 in and/or
+    labels out) gets its own check, `bisenet_pl.inference.baked.check_baked`.
     """
+    from bisenet_pl.inference.baked import GraphContract, check_baked
+
     onnx_net = OnnxNet(path, device="cpu")
+    if not GraphContract.from_meta(onnx_net.meta).is_plain:
+        return check_baked(path, model, shapes, tolerance, seed)
     reference = model.inference_copy(fuse=False).float().cpu()
     g = torch.Generator().manual_seed(seed)
     diffs = []

@@ -83,6 +83,9 @@ class Predictor:
             mode, mean=tuple(self.meta["mean"]), std=tuple(self.meta["std"]), **inference
         )
         self.cfg.warn_if_slide_is_whole()
+        from bisenet_pl.inference.baked import require_logits
+
+        require_logits(loaded.net, self.cfg, checkpoint if isinstance(checkpoint, (str, Path)) else None)
         self.fast = fast
         self.net: Net = loaded.net
         self.path_name = "fp32 eager" if loaded.name == PLAIN else loaded.name
@@ -99,7 +102,13 @@ class Predictor:
         """(the normalised, test-scale-resized batch on the device, the image's own (H, W), the original
         RGB uint8 image as a (1, H, W, 3) tensor for ms+flip)."""
         rgb = read_rgb(image) if isinstance(image, (str, Path)) else _as_rgb(image)
-        x = preprocess(rgb, self.test_scale, self.meta["mean"], self.meta["std"]).to(self.device)
+        if getattr(self.net, "takes_uint8", False) and not self.cfg.is_multi_pass:
+            from bisenet_pl.inference.baked import resized_pixels
+
+            # A graph that normalises inside gets the (resized) pixels themselves: no normalise and undo.
+            x = resized_pixels(rgb, self.test_scale).to(self.device)
+        else:
+            x = preprocess(rgb, self.test_scale, self.meta["mean"], self.meta["std"]).to(self.device)
         return x, (int(rgb.shape[0]), int(rgb.shape[1])), torch.from_numpy(rgb)[None]
 
     def scores(self, image: ImageLike) -> torch.Tensor:
