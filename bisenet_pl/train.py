@@ -328,15 +328,18 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Any]):
 
     Lightning's model summary table is off unless the config sets `trainer.enable_model_summary`: its
     FLOPs column reads 0 for a module without `example_input_array` (docs/libraries.md#console-output).
-    `ParameterSummary` logs the parameter counts instead."""
+    `ParameterSummary` logs the parameter counts instead. The progress bar counts iterations out of
+    `max_steps` (`IterationProgressBar`), continued across `resume=`."""
     from hydra.utils import instantiate
 
     from bisenet_pl.training.callbacks import AtomicCheckpointIO, ParameterSummary
+    from bisenet_pl.training.progress import IterationProgressBar
 
     plugins = [AtomicCheckpointIO(), *_precision_plugins(cfg), *_cluster_plugins()]
+    bar = [IterationProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
     return instantiate(
         cfg.trainer,
-        callbacks=[*callbacks, ParameterSummary()],
+        callbacks=[*callbacks, ParameterSummary(), *bar],
         logger=loggers or False,
         plugins=plugins,
         enable_model_summary=bool(cfg.trainer.get("enable_model_summary", False)),

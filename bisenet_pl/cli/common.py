@@ -37,6 +37,11 @@ def quiet_environment() -> None:
             message=r"The `srun` command is available on your system but is not used",
             category=UserWarning,
         )
+    # `train` refuses a fresh start into a folder that holds checkpoints (training/run_folder.py), so a
+    # non-empty checkpoint folder only ever means `resume=`, where Lightning's warning is noise.
+    warnings.filterwarnings(
+        "ignore", message=r"Checkpoint directory .* exists and is not empty", category=UserWarning
+    )
     # Lightning 2.6's own pytree helper uses torch's deprecated LeafSpec; Lightning's code, not ours.
     warnings.filterwarnings(
         "ignore",

@@ -21,7 +21,7 @@ import cv2
 import lightning as L
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bisenet_pl.data.cityscapes import (
     CLASSES,
@@ -31,6 +31,7 @@ from bisenet_pl.data.cityscapes import (
     CityscapesDataset,
     find_samples,
 )
+from bisenet_pl.data.samplers import ResumableLoader, ResumableSampler
 from bisenet_pl.data.synthetic import ensure_dataset
 from bisenet_pl.data.transforms import build_test_transform, build_train_transform
 from bisenet_pl.errors import DatasetError
@@ -282,10 +283,17 @@ class CityscapesDataModule(L.LightningDataModule):
             return trainer.strategy.root_device.type == "cuda"
         return torch.cuda.is_available()
 
-    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None, **kw: Any) -> DataLoader:
+    def _loader(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        sampler: Sampler | None,
+        loader: type[DataLoader] = DataLoader,
+        **kw: Any,
+    ) -> DataLoader:
         rank, _ = _dist_info()
         workers = self.num_workers
-        return DataLoader(
+        return loader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
@@ -297,16 +305,27 @@ class CityscapesDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled per epoch with `seed + epoch` on every rank count, and resumable mid-epoch
+        (`bisenet_pl.data.samplers`)."""
         if self.train_dataset is None:
             self.setup("fit")
         assert self.train_dataset is not None
         rank, world = _dist_info()
-        if world > 1:
-            sampler: Sampler = DistributedSampler(
-                self.train_dataset, world, rank, shuffle=True, seed=self.seed, drop_last=True
-            )
-            return self._loader(self.train_dataset, self.batch_size, sampler, drop_last=True)
-        return self._loader(self.train_dataset, self.batch_size, None, shuffle=True, drop_last=True)
+        sampler = ResumableSampler(self.train_dataset, world, rank, seed=self.seed)
+        return self._loader(
+            self.train_dataset,
+            self.batch_size,
+            sampler,
+            loader=ResumableLoader,
+            drop_last=True,
+            batches_done=self._batches_trained,
+        )
+
+    def _batches_trained(self) -> int:
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        return int(trainer.global_step) * int(trainer.accumulate_grad_batches)
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
         rank, world = _dist_info()
