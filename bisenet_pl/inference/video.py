@@ -1,8 +1,8 @@
 """A video in, an overlay video out: what `python -m bisenet_pl.predict input=clip.mp4` runs.
 
-Frames are decoded by OpenCV, preprocessed exactly as an image is (`data.preprocess.preprocess`: the
-same resize into the test scale and the same normalisation), and segmented `batch_size` frames per call
-of the predictor's net, whichever backend built it. A batch is one tensor through the one inference path
+Frames are decoded by OpenCV, prepared exactly as an image is (the predictor's own step: the same resize
+into the test scale and the same normalisation), and segmented `batch_size` frames per call of the
+predictor's net, whichever backend built it. A batch is one tensor through the one inference path
 (`modes.predict_labels`), so a frame's mask is the one `Predictor` gives for that frame alone; only the
 float summation order of a batched convolution differs (logits within ~1e-5), see docs/video.md.
 
@@ -29,7 +29,6 @@ import cv2
 import numpy as np
 import torch
 
-from bisenet_pl.data.preprocess import preprocess
 from bisenet_pl.errors import BisenetError, ConfigError, DatasetError
 from bisenet_pl.inference.modes import predict_labels
 
@@ -137,10 +136,17 @@ class VideoReader:
         if self._first is not None:
             first, self._first = self._first, None
             yield np.ascontiguousarray(first[..., ::-1])
+        index = 1
         while True:
             ok, bgr = self._capture.read()
             if not ok or bgr is None:
                 return
+            if bgr.shape[:2] != (self.height, self.width):  # one overlay video has one frame size
+                raise DatasetError(
+                    f"{self.path}: frame {index} is {bgr.shape[0]}x{bgr.shape[1]}, the first was "
+                    f"{self.height}x{self.width}; a video whose frame size changes is not supported"
+                )
+            index += 1
             yield np.ascontiguousarray(bgr[..., ::-1])
 
     def close(self) -> None:
@@ -167,15 +173,17 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> list[np.ndar
 def segment_frames(predictor: Predictor, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
     """The train-id maps (H, W) uint8 of same-sized RGB frames, through the predictor's net as one batch.
 
-    The predictor's own steps for one image (`Predictor.__call__`), applied to N at once: the same
-    preprocessing, config, fast argmax and device.
+    Each frame is prepared by the predictor's own per-image step (`Predictor._prepare`: the test-scale
+    resize, and the normalisation, or the pixels themselves for a graph that normalises inside), and the
+    batch takes `Predictor.__call__`'s path (config, fast argmax, device), so nothing here can drift from
+    what a single image gets.
     """
     if not frames:
         return []
-    mean, std = predictor.meta["mean"], predictor.meta["std"]
-    x = torch.cat([preprocess(f, predictor.test_scale, mean, std) for f in frames]).to(predictor.device)
-    size = (int(frames[0].shape[0]), int(frames[0].shape[1]))
-    original = torch.from_numpy(np.stack(frames))
+    prepared = [predictor._prepare(frame) for frame in frames]
+    x = torch.cat([p[0] for p in prepared])
+    original = torch.cat([p[2] for p in prepared])
+    size = prepared[0][1]
     labels = predict_labels(
         predictor.net, x, size, predictor.cfg, fast_argmax=predictor.fast, original=original
     )

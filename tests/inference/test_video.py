@@ -18,6 +18,7 @@ from PIL import Image
 from bisenet_pl.checkpoints import save_checkpoint
 from bisenet_pl.data.synthetic.paint import render_scene
 from bisenet_pl.errors import BisenetError, DatasetError
+from bisenet_pl.inference.backends import BACKENDS
 from bisenet_pl.inference.onnx import FP32_TOLERANCE
 from bisenet_pl.inference.predictor import Predictor
 from bisenet_pl.inference.video import VideoOptions, is_video, predict_video
@@ -103,12 +104,7 @@ def test_batched_frames_are_segmented_as_single_images_and_drawn_into_the_video(
         assert np.array_equal(colour, predictor.colorize(mask))
         # A batched convolution sums in another order than a single image's (logits ~1e-6 apart), so a
         # pixel may take the other class only where the single image's two best classes are that close.
-        scores = predictor.scores(frame)[0]
-        single = scores.argmax(0).numpy()
-        top2 = scores.topk(2, dim=0).values
-        changed = mask != single
-        assert changed.mean() < 1e-3
-        assert (top2[0] - top2[1]).numpy()[changed].max(initial=0.0) < FP32_TOLERANCE
+        assert near_ties_only(mask, predictor.scores(frame)[0])
 
     overlays, fps, size = decode(out / "street_overlay.mp4")
     assert len(overlays) == FRAMES and fps == pytest.approx(FPS) and size == (HEIGHT, WIDTH)
@@ -133,6 +129,44 @@ def test_batched_frames_are_segmented_as_single_images_and_drawn_into_the_video(
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] and lat["mean"] > 0
     assert record["backend"] == "torch" and record["path"] == predictor.path_name
     assert (record["height"], record["width"], record["input_fps"]) == (HEIGHT, WIDTH, FPS)
+
+
+def near_ties_only(mask: np.ndarray, scores: torch.Tensor) -> bool:
+    """Whether `mask` differs from the argmax of a single image's `scores` (C, H, W) only at near-ties."""
+    top2 = scores.topk(2, dim=0).values
+    changed = mask != scores.argmax(0).numpy()
+    return bool(
+        changed.mean() < 1e-3 and (top2[0] - top2[1]).numpy()[changed].max(initial=0.0) < FP32_TOLERANCE
+    )
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "torch"])
+def test_every_backend_segments_the_video_as_it_segments_single_images(backend, ckpt, clip, tmp_path):
+    predictor = Predictor(ckpt, device="cpu", backend=backend)
+    report = predict_video(predictor, clip, tmp_path, VideoOptions(batch_size=2, masks=True, max_frames=4))
+    record = json.loads((tmp_path / "street_latency.json").read_text())
+    assert report.frames == record["frames"] == 4 and record["backend"] == backend
+    assert len(decode(tmp_path / "street_overlay.mp4")[0]) == 4
+    frames = decode(clip)[0][:4]
+    for frame, mask in zip(frames, read_masks(tmp_path / "street_masks"), strict=True):
+        assert near_ties_only(mask, predictor.scores(frame)[0])
+
+
+def test_a_baked_export_uint8_in_labels_out_segments_the_video(predictor, ckpt, clip, tmp_path):
+    from bisenet_pl.checkpoints import load_model
+    from bisenet_pl.inference.baked import GraphContract
+    from bisenet_pl.inference.onnx import export_onnx
+
+    model = load_model(ckpt)
+    baked = export_onnx(model, tmp_path / "baked.onnx", model.meta, "torchscript",
+                        contract=GraphContract.from_options(preprocess=True, argmax=True))  # fmt: skip
+    on_baked = Predictor(baked, device="cpu", backend="onnxruntime")
+    assert getattr(on_baked.net, "takes_uint8", False)  # the predictor feeds it pixels, not floats
+    report = predict_video(on_baked, clip, tmp_path / "out", VideoOptions(batch_size=3, masks=True))
+    assert report.frames == FRAMES
+    # the graph's class maps, batched, are the PyTorch model's single-image masks up to near-ties
+    for frame, mask in zip(decode(clip)[0], read_masks(tmp_path / "out" / "street_masks"), strict=True):
+        assert near_ties_only(mask, predictor.scores(frame)[0])
 
 
 def test_a_file_that_is_not_a_video_is_one_error_naming_it(predictor, tmp_path):
