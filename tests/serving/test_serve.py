@@ -199,6 +199,12 @@ BAD_REQUESTS = [
     ("a truncated PNG", {"content": "TRUNCATED"}, 400, "corrupt image"),
     ("an empty body", {"content": b""}, 400, "empty request body"),
     ("a multipart form without 'file'", {"files": {"photo": ("a.png", b"x")}}, 400, "without a 'file' field"),
+    (
+        "a multipart body without a boundary",
+        {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}},
+        400,
+        "boundary",
+    ),
     ("an unknown format", {"params": {"format": "gif"}, "content": "IMAGE"}, 422, "format"),
     ("an unknown mask kind", {"params": {"mask": "labelid"}, "content": "IMAGE"}, 422, "mask"),
     ("a body over max_bytes", {"content": os.urandom(300_000)}, 413, "limits.max_bytes=200000"),
@@ -229,6 +235,13 @@ def test_a_bad_request_gets_its_4xx_and_a_readable_message(
 def test_overlay_refuses_an_opacity_outside_0_1(server: Server) -> None:
     r = httpx.post(f"{server.url}/overlay", params={"opacity": 2}, content=server.images[0].read_bytes())
     assert r.status_code == 422 and "opacity" in r.json()["error"]
+
+
+def test_an_unknown_path_or_method_is_a_json_404_or_405(server: Server) -> None:
+    missing = httpx.get(f"{server.url}/segment")
+    assert (missing.status_code, missing.json()) == (404, {"error": "Not Found", "status": 404})
+    wrong = httpx.get(f"{server.url}/predict")
+    assert (wrong.status_code, wrong.json()) == (405, {"error": "Method Not Allowed", "status": 405})
 
 
 def _chromium() -> str:
