@@ -1,5 +1,6 @@
 """One way to get a `net` for the inference modes from what a user names on the command line: a
-checkpoint or an `.onnx` file, a backend (torch or onnxruntime), and an accelerated path.
+checkpoint, an `.onnx` or an OpenVINO `.xml` file, a backend (torch, onnxruntime or openvino), and an
+accelerated path.
 
 `evaluate`, `predict` and `benchmark` all call `load_net`, so a path measured by one is the path the
 others run.
@@ -19,13 +20,14 @@ from torch import nn
 from bisenet_pl.checkpoints.meta import complete_meta
 from bisenet_pl.errors import ConfigError
 from bisenet_pl.inference.modes import Net
+from bisenet_pl.inference.openvino_net import is_openvino_ir
 
 if TYPE_CHECKING:
     from bisenet_pl.models.segmentor import Segmentor
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "openvino")
 PLAIN = "plain fp32 eager (unfused, NCHW)"
 
 
@@ -58,6 +60,21 @@ def is_onnx(source: str | Path | nn.Module | None) -> bool:
     return isinstance(source, (str, Path)) and str(source).endswith(".onnx")
 
 
+def _openvino(source: str | Path | nn.Module | None, device: torch.device, exporter: str) -> LoadedNet:
+    """OpenVINO on the CPU (whatever `device` says; tensors come back on the caller's device): an IR
+    `.xml` or an `.onnx` as they are, a PyTorch model converted first through its ONNX export."""
+    from bisenet_pl.inference.openvino_net import OpenVinoNet, convert
+
+    model = None
+    if is_onnx(source) or is_openvino_ir(source):
+        net = OpenVinoNet(Path(str(source)))
+    else:
+        model = _model(source, device)
+        ov_model, _ = convert(model, getattr(model, "meta", None), exporter=exporter)
+        net = OpenVinoNet(ov_model)
+    return LoadedNet(net, net.name, complete_meta(net.num_classes, net.meta), model)
+
+
 def load_net(
     source: str | Path | nn.Module | None,
     backend: str = "torch",
@@ -70,17 +87,25 @@ def load_net(
     """Build the net that runs `source` on `backend`.
 
     Args:
-        source: our checkpoint, a training `.ckpt`, an mmseg `.pth`, an exported `.onnx`, an already-built
+        source: our checkpoint, a training `.ckpt`, an mmseg `.pth`, an exported `.onnx` or OpenVINO IR
+            `.xml` (their INT8 versions too), an already-built
             model (a `Segmentor`, used as it is), or None for a freshly initialised model (speed only).
-        backend: "torch", or "onnxruntime" (an `.onnx` file as is, a PyTorch checkpoint exported first).
+        backend: "torch", "onnxruntime" (an `.onnx` file as is, a PyTorch checkpoint exported first), or
+            "openvino" (an IR `.xml` or an `.onnx` as is, a PyTorch checkpoint converted first; CPU).
         fast: the fastest path that keeps the accuracy guarantees (`accelerate.fastest_net`).
         options: an explicit `accelerate.FastOptions` path instead (torch only).
     """
     device = torch.device(device)
     if backend not in BACKENDS:
         raise ConfigError(f"backend={backend!r}: choose one of {', '.join(BACKENDS)}")
-    if is_onnx(source) and backend != "onnxruntime":
-        raise ConfigError(f"{source} is an exported ONNX file: add backend=onnxruntime to run it")
+    if is_onnx(source) and backend not in ("onnxruntime", "openvino"):
+        raise ConfigError(
+            f"{source} is an exported ONNX file: add backend=onnxruntime to run it (or backend=openvino)"
+        )
+    if is_openvino_ir(source) and backend != "openvino":
+        raise ConfigError(f"{source} is an OpenVINO IR file: add backend=openvino to run it")
+    if backend == "openvino":
+        return _openvino(source, device, exporter)
     if backend == "onnxruntime":
         from bisenet_pl.inference.onnx import OnnxNet, export_onnx
 
@@ -115,4 +140,4 @@ def load_net(
         raise ConfigError(str(e)) from None
 
 
-__all__ = ["BACKENDS", "PLAIN", "LoadedNet", "is_onnx", "load_net"]
+__all__ = ["BACKENDS", "PLAIN", "LoadedNet", "is_onnx", "is_openvino_ir", "load_net"]

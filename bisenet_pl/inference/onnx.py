@@ -23,7 +23,7 @@ from __future__ import annotations
 import io
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -294,6 +294,8 @@ class OnnxNet:
         outputs = [o.name for o in self.session.get_outputs()]
         self.output_name = OUTPUT_NAME if OUTPUT_NAME in outputs else outputs[0]
         self.meta = self._read_meta()
+        if self.meta.get("precision") == "int8":  # a quantized export (bisenet_pl.inference.quantize)
+            self.name = "onnxruntime int8 (fused)"
         out_shape = self.session.get_outputs()[0].shape
         n = out_shape[1] if len(out_shape) > 1 and isinstance(out_shape[1], int) else None
         self.num_classes = int(n or self.meta.get("num_classes") or len(self.meta.get("classes", [])) or 19)
@@ -370,6 +372,21 @@ def check_onnx(
     onnx_net = OnnxNet(path, device="cpu")
     if not GraphContract.from_meta(onnx_net.meta).is_plain:
         return check_baked(path, model, shapes, tolerance, seed)
+    return check_fp32(onnx_net, model, shapes, tolerance, seed, where=str(path), runtime="onnxruntime")
+
+
+def check_fp32(
+    net: Callable[[torch.Tensor], torch.Tensor],
+    model: Segmentor,
+    shapes: Sequence[Sequence[int]] = DEFAULT_CHECK_SHAPES,
+    tolerance: float = FP32_TOLERANCE,
+    seed: int = 0,
+    where: str = "the exported model",
+    runtime: str = "onnxruntime",
+) -> list[float]:
+    """The one fp32 check of every exported format (ONNX, OpenVINO IR): max abs logit difference of
+    `net` (run by `runtime`) vs the unfused PyTorch model, per input shape, printed; `ExportError` above
+    `tolerance` or on a wrong output shape. `where` names the file in the messages."""
     reference = model.inference_copy(fuse=False).float().cpu()
     g = torch.Generator().manual_seed(seed)
     diffs = []
@@ -377,18 +394,18 @@ def check_onnx(
         x = torch.randn(*[int(s) for s in shape], generator=g)
         with torch.no_grad():
             ref = reference(x)
-        out = onnx_net(x)
+        out = net(x)
         if out.shape != ref.shape:
             raise ExportError(
-                f"{path}: input {tuple(shape)} gave logits {tuple(out.shape)}, PyTorch {tuple(ref.shape)}"
+                f"{where}: input {tuple(shape)} gave logits {tuple(out.shape)}, PyTorch {tuple(ref.shape)}"
             )
         diff = float((out - ref).abs().max())
         diffs.append(diff)
         shape_str = "x".join(map(str, shape))
-        print(f"check {shape_str}: max |onnxruntime - pytorch| = {diff:.3g} (tolerance {tolerance:g})")
+        print(f"check {shape_str}: max |{runtime} - pytorch| = {diff:.3g} (tolerance {tolerance:g})")
         if not diff <= tolerance:  # also catches NaN
             raise ExportError(
-                f"{path}: ONNX Runtime and PyTorch differ on a {shape_str} input: max abs logit "
+                f"{where}: {runtime} and PyTorch differ on a {shape_str} input: max abs logit "
                 f"difference {diff:.3g} > tolerance {tolerance:g}. The exported file is wrong; not using it."
             )
     return diffs
