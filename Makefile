@@ -32,7 +32,7 @@ help:
 	@echo "make parity-env  the reference venv for the parity suite ($(PARITY_VENV), reused)"
 	@echo "make test-fast   the tests without the Slurm cluster and the slow end-to-end runs"
 	@echo "make test-slurm  run the tests that need a local Slurm cluster (started and stopped by the test)"
-	@echo "make bench       speed benchmarks (results in experiments/)"
+	@echo "make bench       speed benchmarks and the deployment table (results in experiments/)"
 	@echo "make lint        ruff check, ruff format --check, mypy bisenet_pl (types)"
 	@echo "make format      ruff: fix what it can, reformat"
 	@echo "make gpu-wheels  the GPU check's missing dependencies for an offline CPython 3.12 GPU box (.gpu-wheels/)"
@@ -99,6 +99,7 @@ test-slurm: install
 
 bench: install
 	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/deploy.py
 
 lint: install
 	$(VENV)/bin/ruff check bisenet_pl tests benchmarks scripts
