@@ -23,21 +23,25 @@ from bisenet_pl.errors import ConfigError  # noqa: E402
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="serve")
 @readable_errors
 def main(cfg: DictConfig) -> None:
-    from bisenet_pl.inference.predictor import Predictor
     from bisenet_pl.serving import Limits
+    from bisenet_pl.serving.address import check_free
 
-    try:
-        from bisenet_pl.serving.app import ServeOptions, build_app, check_free, run
-    except ImportError as e:
-        raise ConfigError(f"serving needs the serve extras ({e}): pip install 'bisenet_pl[serve]'") from None
-
+    # The cheap checks first: a bad limit or a taken port fails before torch and the model load.
     try:
         limits = Limits(**keyword_options(cfg.limits))
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from None
     if not str(cfg.port).isdigit() or not 0 < int(cfg.port) < 65536:
         raise ConfigError(f"port={cfg.port!r}: must be a TCP port number (1-65535)")
-    check_free(cfg.host, int(cfg.port))  # before the model loads: a taken port fails in a second
+    check_free(cfg.host, int(cfg.port))
+
+    from bisenet_pl.inference.predictor import Predictor
+
+    try:
+        from bisenet_pl.serving.app import ServeOptions, build_app, run
+    except ImportError as e:
+        raise ConfigError(f"serving needs the serve extras ({e}): pip install 'bisenet_pl[serve]'") from None
+
     test_scale = cfg.test_scale if cfg.test_scale in ("checkpoint", None) else tuple(cfg.test_scale)
     predictor = Predictor(
         cfg.ckpt,

@@ -26,8 +26,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bisenet_pl.errors import ConfigError
 from bisenet_pl.inference.predictor import Predictor
+from bisenet_pl.serving.address import check_free
 from bisenet_pl.serving.batching import MicroBatcher
 from bisenet_pl.serving.limits import Limits, RequestRefused, decode_image
 from bisenet_pl.serving.page import PAGE
@@ -241,20 +241,6 @@ def _demo_png(path: str | Path | None) -> bytes:
     return encode(read_rgb(path), "png")
 
 
-def check_free(host: str, port: int) -> None:
-    """A port that is taken (or a host this machine does not have) as one `ConfigError`, before uvicorn
-    would log its own traceback-like error."""
-    import socket
-
-    try:
-        with socket.create_server((host, port)):
-            pass
-    except OSError as e:
-        raise ConfigError(
-            f"cannot serve on {host}:{port}: {e.strerror or e}; choose another port= or host="
-        ) from None
-
-
 def run(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve `app` with uvicorn until interrupted; uvicorn's log lines go through the command's logging."""
     import uvicorn
@@ -263,4 +249,4 @@ def run(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
 
-__all__ = ["FILE_FIELD", "ServeOptions", "build_app", "check_free", "run"]
+__all__ = ["FILE_FIELD", "ServeOptions", "build_app", "run"]

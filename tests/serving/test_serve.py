@@ -122,6 +122,20 @@ def _png(data: bytes) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
 
 
+def _assert_same_mask(served: np.ndarray, predictor: Predictor, path: Path) -> None:
+    """The served mask is the Predictor's mask of the file; a batched convolution may round the last bit
+    differently, so a pixel may differ only where the top two classes are within 1e-4 (a near-tie)."""
+    expected = predictor(path)
+    assert served.shape == expected.shape and served.dtype == np.uint8
+    differ = served != expected
+    if differ.any():
+        top2 = predictor.scores(path)[0].topk(2, dim=0).values
+        margin = (top2[0] - top2[1]).numpy()
+        assert (margin[differ] < 1e-4).all(), (
+            f"{path.name}: {int(differ.sum())} pixels differ beyond near-ties"
+        )
+
+
 def test_health_names_the_model_its_classes_backend_and_device(server: Server, predictor: Predictor) -> None:
     health = httpx.get(f"{server.url}/health").json()
     assert health["status"] == "ok"
@@ -134,7 +148,7 @@ def test_health_names_the_model_its_classes_backend_and_device(server: Server, p
 def test_concurrent_requests_are_batched_and_equal_the_predictor(
     server: Server, predictor: Predictor
 ) -> None:
-    barrier = threading.Barrier(len(server.images))
+    barrier = threading.Barrier(len(server.images), timeout=30)
     answers: dict[int, httpx.Response] = {}
 
     def send(i: int, path: Path) -> None:
@@ -157,8 +171,7 @@ def test_concurrent_requests_are_batched_and_equal_the_predictor(
         r = answers[i]
         assert r.status_code == 200, r.text
         assert r.headers["content-type"] == "image/png"
-        expected = predictor(path)
-        assert np.array_equal(_png(r.content), expected), f"{path.name}: server mask != Predictor mask"
+        _assert_same_mask(_png(r.content), predictor, path)
     sizes = [int(answers[i].headers["x-batch-size"]) for i in range(8)]
     assert max(sizes) > 1, f"no request was batched: batch sizes {sizes}"
     batching = httpx.get(f"{server.url}/health").json()["batching"]
