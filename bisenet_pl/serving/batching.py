@@ -79,6 +79,7 @@ class MicroBatcher(Generic[Item, Result]):
         self._executor: ThreadPoolExecutor | None = None
 
     def start(self) -> None:
+        self._arrived = asyncio.Event()  # of this loop: an app may be started again in another one
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bisenet-batch")
         self._task = asyncio.get_running_loop().create_task(self._run())
 
