@@ -112,10 +112,12 @@ format: install
 
 # docs/gpu_check.md: what a borrowed GPU machine (CPython 3.12, torch with CUDA, no network) lacks.
 GPU_WHEELS := .gpu-wheels
+# The borrowed GPU box runs CPython 3.12; GPU_PY=3.11 rehearses the offline install with this machine's Python.
+GPU_PY ?= 3.12
 gpu-wheels: install
 	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
-	$(PIP) download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-		--abi cp312 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+	$(PIP) download --quiet --no-deps --only-binary=:all: --python-version $(GPU_PY) --implementation cp \
+		--abi cp$(subst .,,$(GPU_PY)) --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
 		--platform manylinux_2_28_x86_64 -d $(GPU_WHEELS) -r scripts/gpu_wheels.txt
 	$(PIP) wheel --quiet --no-deps -w $(GPU_WHEELS) antlr4-python3-runtime==4.9.3
 	@du -sh $(GPU_WHEELS)

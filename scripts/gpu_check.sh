@@ -42,6 +42,10 @@ if [ -d "$repo/.gpu-wheels" ] && ! "$python" -c "import hydra, albumentations" 2
 fi
 
 mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+# Run from the temporary folder: from the checkout, `python -m` would put its bisenet_pl/ (which has no
+# conf/ inside: that mapping is the installer's) ahead of the laid-out copy.
+cd "$work"
 echo "[gpu_check] $("$python" -c 'import torch; print("torch", torch.__version__, "| cuda:", torch.cuda.is_available())')"
 PYTHONPATH="$pythonpath${PYTHONPATH:+:$PYTHONPATH}" NO_ALBUMENTATIONS_UPDATE=1 WANDB_MODE=disabled \
   "$python" -m bisenet_pl.benchmarking.gpu_check --out "$out" "${smoke[@]}"

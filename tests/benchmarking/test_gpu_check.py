@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 from bisenet_pl.benchmarking.gpu_check import MMSEG_MEMORY_GB, Plan, markdown, row_result
@@ -31,15 +33,28 @@ def test_a_row_line_is_median_step_plus_median_wait_after_warmup():
     assert not line["loss_finite"] and not line["loss_falling"]
 
 
+def _python_without_our_install(tmp_path: Path) -> Path:
+    """A Python that sees our dependencies but not bisenet_pl, as on the borrowed GPU box: a venv whose
+    .pth adds this venv's site-packages, where the editable install's own .pth is then not processed."""
+    box = tmp_path / "box"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(box)], check=True)
+    (next(box.glob("lib/python*/site-packages")) / "deps.pth").write_text(sysconfig.get_paths()["purelib"])
+    python = box / "bin" / "python"
+    probe = subprocess.run([python, "-c", "import bisenet_pl"], cwd=tmp_path, capture_output=True)
+    assert probe.returncode != 0  # the check must bring its own copy of the package
+    return python
+
+
 def test_cpu_smoke_runs_the_whole_check_through_the_script(tmp_path):
     out = tmp_path / "report"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": str(_python_without_our_install(tmp_path))}
+    proc = subprocess.run(  # from the checkout's root, as the device machine runs it
         ["bash", str(REPO / "scripts" / "gpu_check.sh"), "--cpu-smoke", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
         env=env,
+        cwd=REPO,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     report = json.loads((out / "gpu_check.json").read_text())
