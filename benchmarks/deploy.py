@@ -5,8 +5,9 @@ eager measured in the same run, with its accuracy gate.
         [--calibration 300] [--out-dir experiments] [--json]
 
 Prepares the deployable files with the export command itself (`python -m bisenet_pl.export`: the
-plain ONNX file, the baked graph `preprocess=true argmax=true`, `format=onnx-int8` and
-`format=openvino-int8`, each with its own export check or INT8 gate), then measures every path with
+plain ONNX file, the baked graph `preprocess=true argmax=true`, `format=onnx-int8`,
+`format=openvino-int8` and `format=onnx-int8 preprocess=true argmax=true`, each with its own export
+check or INT8 gate), then measures every path with
 `bisenet_pl.benchmarking.deploy` (method and gates: its docstring). A file that cannot be made (a
 missing package, an INT8 model refused by its gate) becomes a row that says why.
 
@@ -128,6 +129,15 @@ def main(argv: list[str] | None = None) -> None:
         "baked": export(ckpt, args.data_root, work / "baked.onnx", "preprocess=true", "argmax=true"),
         "onnx-int8": export(ckpt, args.data_root, work / "model.int8.onnx", "format=onnx-int8", *cal),
         "openvino-int8": export(ckpt, args.data_root, work / "model.int8.xml", "format=openvino-int8", *cal),
+        "baked-int8": export(
+            ckpt,
+            args.data_root,
+            work / "baked.int8.onnx",
+            "format=onnx-int8",
+            "preprocess=true",
+            "argmax=true",
+            *cal,
+        ),
     }
 
     def from_file(name: str, gate: str, key: str, backend: str) -> Any:
@@ -141,6 +151,9 @@ def main(argv: list[str] | None = None) -> None:
         from_file("openvino fp32 (the exported .onnx)", "fp32", "onnx", "openvino"),
         from_file("openvino int8 (NNCF, exported IR)", "int8", "openvino-int8", "openvino"),
         from_file("baked graph: uint8 in, labels out (onnxruntime fp32)", "fp32", "baked", "onnxruntime"),
+        from_file(
+            "baked INT8 graph: uint8 in, labels out (onnxruntime int8)", "int8", "baked-int8", "onnxruntime"
+        ),
     ]
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     print(

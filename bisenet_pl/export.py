@@ -57,17 +57,24 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     model, meta = _load(cfg.ckpt)
     if cfg.ckpt is not None:
         meta["source_checkpoint"] = str(cfg.ckpt)
-    if fmt != "onnx" and (cfg.get("preprocess") or cfg.get("argmax")):
-        raise ConfigError(f"preprocess=true / argmax=true are format=onnx options, not format={fmt}")
-    if fmt == "openvino":
-        return export_openvino_ir(cfg, out, model, meta)
-    if fmt != "onnx":
-        return export_int8_model(cfg, fmt, out, model, meta)
-    from bisenet_pl.inference.baked import GraphContract
+    if fmt not in ("onnx", "onnx-int8") and (cfg.get("preprocess") or cfg.get("argmax")):
+        raise ConfigError(
+            f"preprocess=true / argmax=true are ONNX options (format=onnx|onnx-int8), not {fmt}"
+        )
+    from bisenet_pl.inference.baked import GraphContract, bake_in_place
 
     contract = GraphContract.from_options(
         bool(cfg.get("preprocess", False)), bool(cfg.get("argmax", False)), cfg.get("layout")
     )
+    if fmt == "openvino":
+        return export_openvino_ir(cfg, out, model, meta)
+    if fmt != "onnx":
+        result = export_int8_model(cfg, fmt, out, model, meta)
+        if not contract.is_plain:  # the gated INT8 file, baked and held to its own answers
+            checks = [tuple(int(v) for v in s) for s in cfg.check_shapes]
+            result["baked"] = bake_in_place(out, contract, checks)
+            print(f"baked {out}: {contract.describe(int(model.num_classes))['input']}")
+        return result
     t0 = time.perf_counter()
     export_onnx(model, out, meta, exporter=str(cfg.exporter), opset=cfg.opset, contract=contract)
     seconds = time.perf_counter() - t0

@@ -32,13 +32,14 @@ import torch
 from bisenet_pl.data.preprocess import MEAN, STD, preprocess
 from bisenet_pl.evaluation.agreement import label_agreement
 from bisenet_pl.inference.modes import Net, predict_labels, segment
+from bisenet_pl.inference.quantize import DEFAULT_MAX_MIOU_DROP
 
 if TYPE_CHECKING:
     from bisenet_pl.models.segmentor import Segmentor
 
 #: What each kind of path must keep (see the module docstring).
 FP32_MIN_AGREEMENT = 0.9999
-INT8_MAX_MIOU_DROP = 0.5
+INT8_MAX_MIOU_DROP = DEFAULT_MAX_MIOU_DROP  # the export's INT8 gate
 REFERENCE = "plain fp32 eager (unfused, NCHW)"
 
 Labels = Callable[[np.ndarray], torch.Tensor]

@@ -18,6 +18,7 @@ file runs wherever a plain one does. `check_baked` is the export's check for suc
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,14 +28,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from bisenet_pl.data.preprocess import MEAN, STD, denormalize, keep_ratio_size, preprocess, resize_image
 from bisenet_pl.errors import ConfigError
 from bisenet_pl.inference.onnx import FP32_TOLERANCE, INPUT_NAME, OUTPUT_NAME, ExportError, OnnxNet
 
 if TYPE_CHECKING:
-    from bisenet_pl.inference.modes import InferenceConfig
+    from bisenet_pl.inference.modes import InferenceConfig, Net
     from bisenet_pl.models.segmentor import Segmentor
 
 log = logging.getLogger(__name__)
@@ -114,51 +114,99 @@ class GraphContract:
         }
         return {"input": inp, "output": out, "graph": graph}
 
-    def wrap(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> nn.Module:
-        """The module to export: `net` itself for the plain contract, else `net` inside `BakedGraph`."""
-        if self.is_plain:
-            return net
-        num_classes = int(getattr(net, "num_classes", 19))
-        if self.argmax and num_classes > 256:
-            raise ExportError(
-                f"argmax=true writes uint8 labels: at most 256 classes, this model has {num_classes}"
-            )
-        return BakedGraph(net, self, mean, std)
 
-    def example(self, size: Sequence[int]) -> torch.Tensor:
-        """A zero input of this contract's dtype and layout at (H, W) `size`, batch 1 (for the exporter)."""
-        h, w = int(size[0]), int(size[1])
-        shape = (1, h, w, 3) if self.layout == "nhwc" else (1, 3, h, w)
-        return torch.zeros(shape, dtype=torch.uint8 if self.preprocess else torch.float32)
+#: Names of the tensors baking adds (prefixed, so they cannot meet an exporter's own names).
+_PREFIX = "bake_"
 
 
-class BakedGraph(nn.Module):
-    """`net` (logits at the input size from a normalised NCHW batch) with the contract's layout change,
-    normalisation and argmax around it: the module `export_onnx` traces for a baked contract."""
+def bake(proto: Any, contract: GraphContract, mean: Sequence[float], std: Sequence[float]) -> Any:
+    """The contract's layout change, normalisation and argmax around a plain graph, in place.
 
-    def __init__(
-        self, net: nn.Module, contract: GraphContract, mean: Sequence[float], std: Sequence[float]
-    ) -> None:
-        super().__init__()
-        self.net = net
-        self.contract = contract
-        # Constants of the graph: buffers, so they are exported as initialisers, not as inputs.
-        self.register_buffer("mean", torch.tensor([float(m) for m in mean]).view(1, 3, 1, 1))
-        self.register_buffer(
-            "inv_std",
-            (1.0 / torch.tensor([float(s) for s in std], dtype=torch.float64)).float().view(1, 3, 1, 1),
+    `proto` is a plain export (input `image`: normalised float32 NCHW; output `logits` at the input
+    size), fp32 or INT8 (QDQ) alike, so one mechanism bakes every ONNX file we write. Added nodes:
+    Transpose (nhwc), Cast to float32, Sub mean, Mul 1/std (`bisenet_pl.data.preprocess.normalize`'s
+    float32 steps in its order: the graph sees the same floats), and ArgMax over classes (first maximum,
+    as torch) with a Cast to uint8.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = proto.graph
+    (inp,), (out,) = list(graph.input), list(graph.output)
+    if (inp.name, out.name) != (INPUT_NAME, OUTPUT_NAME):
+        raise ExportError(f"only a plain export can be baked (input {INPUT_NAME!r}, output {OUTPUT_NAME!r})")
+    num_classes = out.type.tensor_type.shape.dim[1].dim_value
+    if contract.argmax and num_classes > 256:
+        raise ExportError(
+            f"argmax=true writes uint8 labels: at most 256 classes, this model has {num_classes}"
         )
+    inner = _PREFIX + "normalised"
+    for node in graph.node:
+        node.input[:] = [inner if name == INPUT_NAME else name for name in node.input]
+    before: list[Any] = []
+    current = INPUT_NAME
+    if contract.layout == "nhwc":
+        before.append(helper.make_node("Transpose", [current], [_PREFIX + "nchw"], perm=[0, 3, 1, 2]))
+        current = _PREFIX + "nchw"
+    if contract.preprocess:
+        mean32 = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
+        inv_std32 = (1.0 / np.asarray(std, np.float64)).astype(np.float32).reshape(1, 3, 1, 1)
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(mean32, _PREFIX + "mean"),
+                numpy_helper.from_array(inv_std32, _PREFIX + "inv_std"),
+            ]
+        )
+        before += [
+            helper.make_node("Cast", [current], [_PREFIX + "float"], to=TensorProto.FLOAT),
+            helper.make_node("Sub", [_PREFIX + "float", _PREFIX + "mean"], [_PREFIX + "centred"]),
+            helper.make_node("Mul", [_PREFIX + "centred", _PREFIX + "inv_std"], [inner]),
+        ]
+    elif before:
+        before[-1].output[:] = [inner]
+    else:
+        before.append(helper.make_node("Identity", [current], [inner]))
+    after: list[Any] = []
+    if contract.argmax:
+        after = [
+            helper.make_node("ArgMax", [OUTPUT_NAME], [_PREFIX + "labels64"], axis=1, keepdims=0),
+            helper.make_node("Cast", [_PREFIX + "labels64"], [LABELS_NAME], to=TensorProto.UINT8),
+        ]
+    nodes = [*before, *graph.node, *after]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    dtype = TensorProto.UINT8 if contract.preprocess else TensorProto.FLOAT
+    del graph.input[:]
+    graph.input.append(helper.make_tensor_value_info(INPUT_NAME, dtype, contract.input_dims()))
+    if contract.argmax:
+        del graph.output[:]
+        graph.output.append(
+            helper.make_tensor_value_info(LABELS_NAME, TensorProto.UINT8, contract.output_dims(num_classes))
+        )
+    return proto
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.contract.layout == "nhwc":
-            x = x.permute(0, 3, 1, 2)
-        if self.contract.preprocess:
-            # normalize()'s two steps, in its order: subtract the mean, then multiply by 1/std.
-            x = (x.float() - self.mean) * self.inv_std  # type: ignore[operator]
-        logits = self.net(x)
-        if self.contract.argmax:
-            return logits.argmax(dim=1).to(torch.uint8)
-        return logits
+
+def bake_file(src: str | Path, out: str | Path, contract: GraphContract) -> Path:
+    """`src` (a plain `.onnx` export, fp32 or INT8) baked into `out` (may be `src`): the graph, its
+    embedded meta and its sidecar say the new contract."""
+    import onnx
+
+    from bisenet_pl.inference.onnx import META_KEY, sidecar_path
+
+    proto = onnx.load(str(src))
+    props = {p.key: p.value for p in proto.metadata_props}
+    meta = dict(json.loads(props.get(META_KEY, "{}")))
+    bake(proto, contract, meta.get("mean", MEAN), meta.get("std", STD))
+    meta.update(contract.describe(int(meta.get("num_classes", 19))))
+    kept = [p for p in proto.metadata_props if p.key != META_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = META_KEY, json.dumps(meta)
+    onnx.checker.check_model(proto)
+    out = Path(out)
+    onnx.save(proto, str(out))
+    sidecar_path(out).write_text(json.dumps(meta, indent=2) + "\n")
+    return out
 
 
 class BakedNet:
@@ -308,13 +356,16 @@ def _check_inputs(shapes: Sequence[Sequence[int]], seed: int) -> list[np.ndarray
 
 def check_baked(
     path: str | Path,
-    model: Segmentor,
+    model: Segmentor | Net,
     shapes: Sequence[Sequence[int]],
     tolerance: float = FP32_TOLERANCE,
     seed: int = 0,
+    reference_name: str = "PyTorch",
 ) -> list[float]:
     """The export check of a baked file against the unfused PyTorch model fed the same uint8 images
-    through `bisenet_pl.data.preprocess` (check shapes are (N, 3, H, W), as for plain files).
+    through `bisenet_pl.data.preprocess` (check shapes are (N, 3, H, W), as for plain files). `model`
+    may instead be any net of normalised images (an INT8 file before baking: its baked copy must give
+    its answers, not fp32's).
 
     Logits graphs: max abs logit difference <= `tolerance`. Labels graphs: agreement >= 99.99 % of
     pixels, and equal wherever PyTorch's top-2 margin exceeds `LABEL_MARGIN`. Returns, per shape, the
@@ -325,7 +376,8 @@ def check_baked(
     if not isinstance(net, BakedNet):
         raise ExportError(f"{path}: not a baked graph (no preprocess/argmax in its meta)")
     contract = net.contract
-    reference = model.inference_copy(fuse=False).float().cpu()
+    copy = getattr(model, "inference_copy", None)
+    reference = copy(fuse=False).float().cpu() if callable(copy) else model
     results = []
     for shape, rgb in zip(shapes, _check_inputs(shapes, seed), strict=True):
         x = torch.cat([preprocess(im, None, net.mean, net.std) for im in rgb])
@@ -340,24 +392,26 @@ def check_baked(
         if tuple(out.shape) != expected:
             raise ExportError(f"{path}: a {shape_str} input gave {tuple(out.shape)}, PyTorch {expected}")
         if contract.argmax:
-            results.append(_check_labels(path, out, ref, shape_str))
+            results.append(_check_labels(path, out, ref, shape_str, reference_name))
         else:
             diff = float((out - ref).abs().max())
             results.append(diff)
             print(
-                f"check {shape_str} {contract.input_dtype}: max |onnxruntime - pytorch| = {diff:.3g} "
-                f"(tolerance {tolerance:g})"
+                f"check {shape_str} {contract.input_dtype}: max |onnxruntime - {reference_name}| = "
+                f"{diff:.3g} (tolerance {tolerance:g})"
             )
             if not diff <= tolerance:
                 raise ExportError(
-                    f"{path}: ONNX Runtime and PyTorch differ on a {shape_str} {contract.input_dtype} input: "
-                    f"max abs logit difference {diff:.3g} > tolerance {tolerance:g}. The exported file is "
-                    "wrong; not using it."
+                    f"{path}: ONNX Runtime and {reference_name} differ on a {shape_str} "
+                    f"{contract.input_dtype} input: max abs logit difference {diff:.3g} > tolerance "
+                    f"{tolerance:g}. The exported file is wrong; not using it."
                 )
     return results
 
 
-def _check_labels(path: str | Path, labels: torch.Tensor, ref: torch.Tensor, shape_str: str) -> float:
+def _check_labels(
+    path: str | Path, labels: torch.Tensor, ref: torch.Tensor, shape_str: str, reference_name: str
+) -> float:
     """The labels gate of `check_baked`; returns the share of pixels that differ."""
     ref_labels = ref.argmax(1)
     top2 = ref.topk(2, dim=1).values
@@ -366,12 +420,12 @@ def _check_labels(path: str | Path, labels: torch.Tensor, ref: torch.Tensor, sha
     share = float(differ.float().mean())
     confident = int((differ & (margin > LABEL_MARGIN)).sum())
     print(
-        f"check {shape_str} labels: {100 * (1 - share):.4f} % equal to PyTorch's argmax, {confident} "
-        f"differing pixels with a top-2 margin > {LABEL_MARGIN:g}"
+        f"check {shape_str} labels: {100 * (1 - share):.4f} % equal to {reference_name}'s argmax, "
+        f"{confident} differing pixels with a top-2 margin > {LABEL_MARGIN:g}"
     )
     if share > 1 - MIN_LABEL_AGREEMENT or confident:
         raise ExportError(
-            f"{path}: ONNX Runtime's labels differ from PyTorch's argmax on a {shape_str} input: "
+            f"{path}: ONNX Runtime's labels differ from {reference_name}'s argmax on a {shape_str} input: "
             f"{100 * (1 - share):.4f} % equal (need >= {100 * MIN_LABEL_AGREEMENT:.2f} %), {confident} "
             f"differing pixels where the top-2 logit margin exceeds {LABEL_MARGIN:g} (need 0). The exported "
             "file is wrong; not using it."
@@ -379,9 +433,32 @@ def _check_labels(path: str | Path, labels: torch.Tensor, ref: torch.Tensor, sha
     return share
 
 
+def bake_in_place(path: str | Path, contract: GraphContract, shapes: Sequence[Sequence[int]]) -> list[float]:
+    """Bake an exported file that cannot be re-made cheaply (an INT8 file, after its gate) where it
+    lies, held to `check_baked` against the file itself before baking. On a failure the baked copy is
+    kept beside it as `<name>.baked.failed` and the original stays untouched."""
+    path = Path(path)
+    from bisenet_pl.inference.onnx import sidecar_path
+
+    trial = path.with_name(path.name + ".baking.onnx")
+    try:
+        bake_file(path, trial, contract)
+        diffs = check_baked(trial, OnnxNet(path), shapes, reference_name="the file before baking")
+    except ExportError:
+        if trial.exists():
+            trial.replace(path.with_name(path.name + ".baked.failed"))
+        sidecar_path(trial).unlink(missing_ok=True)
+        raise
+    trial.replace(path)
+    sidecar_path(trial).replace(sidecar_path(path))
+    return diffs
+
+
 __all__ = [
     "LAYOUTS",
-    "BakedGraph",
+    "bake",
+    "bake_file",
+    "bake_in_place",
     "BakedNet",
     "GraphContract",
     "adapt",

@@ -76,17 +76,9 @@ class _LowResLogits(nn.Module):
 
 
 def _torch_onnx_export(
-    net: nn.Module,
-    target: str | io.BytesIO,
-    exporter: str,
-    opset: int | None,
-    example: torch.Tensor,
-    output_name: str = OUTPUT_NAME,
-    input_axes: Sequence[int] = (0, 2, 3),
-    output_axes: Sequence[int] = (0, 2, 3),
+    net: nn.Module, target: str | io.BytesIO, exporter: str, opset: int | None, example: torch.Tensor
 ) -> None:
-    """Run one of torch's exporters with our names and dynamic (batch, height, width) at `input_axes`
-    of the input and `output_axes` of the output (a baked graph's NHWC input, (N, H, W) labels)."""
+    """Run one of torch's exporters with our names and dynamic (batch, height, width)."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy exporter's DeprecationWarning, tracer warnings
         if exporter == "dynamo":
@@ -99,26 +91,23 @@ def _torch_onnx_export(
                 (example,),
                 target,
                 input_names=[INPUT_NAME],
-                output_names=[output_name],
-                dynamic_shapes=({axis: Dim.DYNAMIC for axis in input_axes},),
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC},),
                 opset_version=opset,
                 dynamo=True,
                 external_data=False,  # one file: weights inside (13 MB), no model.onnx.data
                 verbose=False,
             )
         else:
-            names = ("batch", "height", "width")
+            dyn = {0: "batch", 2: "height", 3: "width"}
             torch.onnx.export(
                 net,
                 (example,),
                 # The TorchScript exporter writes to a file object too; torch annotates `f` as a path only.
                 target,  # type: ignore[arg-type]
                 input_names=[INPUT_NAME],
-                output_names=[output_name],
-                dynamic_axes={
-                    INPUT_NAME: dict(zip(input_axes, names, strict=True)),
-                    output_name: dict(zip(output_axes, names, strict=True)),
-                },
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: dyn, OUTPUT_NAME: dyn},
                 opset_version=opset or 17,
                 dynamo=False,
             )
@@ -172,15 +161,15 @@ def export_onnx(
 
     Returns the ONNX path. `meta` (classes, palette, mean, std, test_scale...) goes into the file's
     metadata and the sidecar JSON. `opset` defaults to the exporter's (18 dynamo, 17 torchscript).
-    `contract`: a baked graph (uint8 in and/or labels out, `bisenet_pl.inference.baked`); None is the
-    plain graph described above.
+    `contract`: a baked graph (uint8 in and/or labels out): the plain graph, then
+    `bisenet_pl.inference.baked.bake_file` around it; None is the plain graph described above.
     """
     if exporter not in EXPORTERS:
         raise ExportError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
     from bisenet_pl.checkpoints.meta import complete_meta
-    from bisenet_pl.inference.baked import GraphContract
+    from bisenet_pl.inference.baked import GraphContract, bake_file
 
-    contract = contract or GraphContract()
+    plain = GraphContract()
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -192,26 +181,24 @@ def export_onnx(
             "num_classes": num_classes,
             "input": f"{INPUT_NAME}: (N, 3, H, W) float32, RGB, normalised (x - mean) / std",
             "output": f"{OUTPUT_NAME}: (N, {num_classes}, H, W) float32 at the input size",
-            **contract.describe(num_classes),
+            **plain.describe(num_classes),
             "fused": True,
             "exporter": exporter,
             "torch": torch.__version__,
         }
     )
-    graph = contract.wrap(net, full_meta["mean"], full_meta["std"])
-    input_dims, output_dims = contract.input_dims(), contract.output_dims(num_classes)
-    axes_in = [i for i, d in enumerate(input_dims) if isinstance(d, str)]
-    axes_out = [i for i, d in enumerate(output_dims) if isinstance(d, str)]
-    example = contract.example(example_size)
-    _torch_onnx_export(graph, str(out), exporter, opset, example, contract.output_name, axes_in, axes_out)
+    example = torch.zeros(1, 3, int(example_size[0]), int(example_size[1]))
+    _torch_onnx_export(net, str(out), exporter, opset, example)
     stray = out.with_name(out.name + ".data")
     if stray.exists():  # never leave a second file that the .onnx silently depends on
         raise ExportError(
             f"{out}: the exporter wrote external weights to {stray}; expected one self-contained file"
         )
     full_meta["opset"] = opset_of(out)
-    _name_dims(out, {INPUT_NAME: input_dims, contract.output_name: output_dims}, full_meta)
+    _name_dims(out, {INPUT_NAME: plain.input_dims(), OUTPUT_NAME: plain.output_dims(num_classes)}, full_meta)
     sidecar_path(out).write_text(json.dumps(full_meta, indent=2) + "\n")
+    if contract is not None and not contract.is_plain:
+        bake_file(out, out, contract)
     return out
 
 

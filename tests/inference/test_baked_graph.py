@@ -235,3 +235,53 @@ def test_predictor_on_baked_files_gives_the_plain_exports_masks(exports, street_
     assert np.array_equal(resized_baked(big), resized_plain(big))
     with pytest.raises(ConfigError, match="both.onnx was exported with argmax=true"):
         Predictor(str(exports[(True, True, None)]), backend="onnxruntime", mode="slide")
+
+
+def test_a_file_baked_in_place_keeps_its_own_answers(exports, street_images, tmp_path) -> None:
+    """`bake_in_place`: how an INT8 file is baked after its gate; held to the file before baking."""
+    import shutil
+
+    from bisenet_pl.inference.baked import bake_in_place
+
+    path = tmp_path / "model.onnx"
+    shutil.copy(exports[(False, False, None)], path)
+    shutil.copy(sidecar_path(exports[(False, False, None)]), sidecar_path(path))
+    before = OnnxNet(path)
+    diffs = bake_in_place(path, GraphContract.from_options(True, True), SHAPES[:1])
+    assert diffs == [0.0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.json"]
+    net = adapt(OnnxNet(path))
+    assert (
+        isinstance(net, BakedNet)
+        and json.loads(sidecar_path(path).read_text())["graph"]["output"] == "labels"
+    )
+    for rgb in street_images:
+        assert np.array_equal(net.native(rgb[None])[0], before(preprocess(rgb, None)).argmax(1)[0].numpy())
+
+
+@pytest.mark.slow
+def test_export_onnx_int8_baked_end_to_end(run_cli, trained_run, tiny_data, tmp_path) -> None:
+    """`export format=onnx-int8 preprocess=true argmax=true`: gated as any INT8 file, then baked."""
+    out = tmp_path / "m.int8.onnx"
+    proc = run_cli(
+        "bisenet_pl.export",
+        f"ckpt={trained_run / 'checkpoints' / 'last.ckpt'}",
+        "format=onnx-int8",
+        "preprocess=true",
+        "argmax=true",
+        f"out={out}",
+        "exporter=torchscript",
+        f"data.root={tiny_data}",
+        f"data.synthetic_root={tiny_data}",
+        "data.num_workers=0",
+        "calibration.images=4",
+        "check_shapes=[[1,3,64,128]]",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "INT8 vs fp32 on 3 val images" in proc.stdout
+    assert "labels: 100.0000 % equal to the file before baking's argmax" in proc.stdout
+    meta = json.loads(sidecar_path(out).read_text())
+    assert meta["precision"] == "int8" and meta["graph"]["input_dtype"] == "uint8"
+    net = adapt(OnnxNet(out))
+    assert isinstance(net, BakedNet) and net.native(np.zeros((1, 64, 128, 3), np.uint8)).shape == (1, 64, 128)
