@@ -77,10 +77,10 @@ def test_kill_resume_interrupt_resume_finish_keeps_one_last_ckpt(tiny_data, tmp_
     args = tiny_train_args(
         tiny_data,
         tmp_path,
-        "trainer.max_steps=150",
-        "trainer.val_check_interval=150",
+        "trainer.max_steps=80",
+        "trainer.val_check_interval=80",
         "callbacks.last_checkpoint.every_n_train_steps=5",
-        "callbacks.iter_checkpoint.every_n_train_steps=150",
+        "callbacks.iter_checkpoint.every_n_train_steps=80",
         f"hydra.run.dir={run}",
     )
     # 1. SIGKILL: nothing runs on the way out; last.ckpt (every 5 steps) is what survives
@@ -118,9 +118,9 @@ def test_kill_resume_interrupt_resume_finish_keeps_one_last_ckpt(tiny_data, tmp_
     code, out = _run([f"resume={run}"], tmp_path)
     assert code == 0, out[-3000:]
     assert f"(step {max(int_at, _step(last))}" in out or f"(step {int_at}" in out
-    assert _step(last) == 150 and _step(ckpts / "iter_000150.ckpt") == 150
+    assert _step(last) == 80 and _step(ckpts / "iter_000080.ckpt") == 80
     assert not list(ckpts.glob("last-v*.ckpt"))
-    assert json.loads((run / "results.json").read_text())["global_step"] == 150
+    assert json.loads((run / "results.json").read_text())["global_step"] == 80
     for log in tmp_path.glob("*.log"):
         assert "`weights_only` was not set" not in log.read_text()
 
@@ -220,10 +220,10 @@ def test_kill_9_at_random_moments_never_loses_a_loadable_resume_point(tiny_data,
     args = tiny_train_args(
         tiny_data,
         tmp_path,
-        "trainer.max_steps=100",
-        "trainer.val_check_interval=100",
+        "trainer.max_steps=60",
+        "trainer.val_check_interval=60",
         "callbacks.last_checkpoint.every_n_train_steps=3",
-        "callbacks.iter_checkpoint.every_n_train_steps=100",
+        "callbacks.iter_checkpoint.every_n_train_steps=60",
         f"hydra.run.dir={run}",
     )
     steps = [0]
@@ -242,4 +242,4 @@ def test_kill_9_at_random_moments_never_loses_a_loadable_resume_point(tiny_data,
     code, out = _run([f"resume={run}"], tmp_path)
     assert code == 0, out[-3000:]
     assert f"(step {steps[-1]}" in out or "interrupted" in out
-    assert _step(last) == 100 and not list((run / "checkpoints").glob(".*.tmp"))
+    assert _step(last) == 60 and not list((run / "checkpoints").glob(".*.tmp"))

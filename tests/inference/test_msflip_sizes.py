@@ -65,7 +65,7 @@ class _Spy(torch.nn.Module):
         return self.net(x)
 
 
-@pytest.mark.parametrize("hw", [(720, 1280), (375, 500)])
+@pytest.mark.parametrize("hw", [(375, 500)])  # 720x1280 at r=0.5: the test below
 def test_msflip_resizes_the_original_once_per_ratio(hw: tuple[int, int]) -> None:
     model = _tiny()
     rng = np.random.default_rng(0)
