@@ -61,8 +61,10 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PY) -m bisenet_pl.demo
 
+# Two pytest-xdist workers (CI has 2 cores; most tests wait on subprocesses): TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
 test: install parity-env browser lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
 # The parity suite's reference (tests/parity): mmsegmentation in its own throw-away venv, never in
 # .venv, made once and reused (reinstalled only when its requirement list changes). CPU torch first,

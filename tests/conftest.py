@@ -17,6 +17,19 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+_TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs two pytest-xdist workers with `--dist loadgroup`: a test file is one group (its
+    module fixtures are built once), and the parity suite is one group (its mmseg reference runs are
+    shared by the whole suite and it writes experiments/parity.json once)."""
+    for item in items:
+        path = Path(str(item.fspath)).resolve()
+        parity = path.is_relative_to(_TESTS / "parity")
+        item.add_marker(pytest.mark.xdist_group("parity" if parity else str(path.relative_to(_TESTS))))
+
+
 #: Overrides that shrink any experiment to seconds on a CPU, on the tiny dataset of `tiny_data`.
 TINY = [
     "data.batch_size=2",
