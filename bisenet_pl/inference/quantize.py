@@ -26,6 +26,7 @@ onnxruntime, openvino and nncf are imported inside the functions that use them.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
@@ -134,6 +135,19 @@ def keep_float_nodes(nodes: Sequence[tuple[str, Sequence[str]]], patterns: Seque
     return found
 
 
+class _DropLogRecords(logging.Filter):
+    """Drops the records containing `text`: ONNX Runtime's quantizer logs, twice, on the root logger, a
+    hint to run its pre-processing (shape inference, graph optimisation), which is for graphs of unknown
+    shapes; ours is exported fused with its shapes named, and the gate measures the result either way."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
 def quantize_onnx(float_onnx: Path, out: Path, images: _Images, keep_float: Sequence[str]) -> list[str]:
     """ONNX Runtime static QDQ quantization of `float_onnx` into `out`; returns the nodes kept in float."""
     import onnx
@@ -162,17 +176,22 @@ def quantize_onnx(float_onnx: Path, out: Path, images: _Images, keep_float: Sequ
     # Min/max ranges computed and merged every `stride` images, so memory holds only that many images'
     # activations (all of them at once would be gigabytes at 1024x2048); the stride must divide the count.
     stride = max(d for d in range(1, 5) if len(images) % d == 0)
-    quantize_static(
-        str(float_onnx),
-        str(out),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        nodes_to_exclude=excluded,
-        extra_options={"CalibStridedMinMax": stride},
-    )
+    hint = _DropLogRecords("pre-process")
+    logging.getLogger().addFilter(hint)
+    try:
+        quantize_static(
+            str(float_onnx),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            nodes_to_exclude=excluded,
+            extra_options={"CalibStridedMinMax": stride},
+        )
+    finally:
+        logging.getLogger().removeFilter(hint)
     return excluded
 
 
@@ -186,6 +205,7 @@ def quantize_openvino(ov_model: Any, images: _Images, keep_float: Sequence[str])
     nodes = [(op.get_friendly_name(), [i.get_source_output().get_node().get_friendly_name()
               for i in op.inputs()]) for op in ov_model.get_ops()]  # fmt: skip
     excluded = keep_float_nodes(nodes, keep_float)
+    nncf.set_log_level(logging.WARNING)  # its per-node INFO lines; the progress bars stay
     quantized = nncf.quantize(
         ov_model,
         nncf.Dataset(images),
