@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def report(record: dict[str, Any], table: str) -> str:
     m = record["machine"]
+    load = m.get("load_average_before_after") or [None, None]
     method = " ".join(
         [
             "Latency: one call, batch 1, from the uint8 RGB frame at that size to the label map on the host",
@@ -205,7 +206,9 @@ def report(record: dict[str, Any], table: str) -> str:
     return (
         f"### Deployment paths ({m['cpu_count']}-core {m['cpu']} CPU, {m['torch_threads']} threads, torch "
         f"{m['torch']}, onnxruntime {m.get('onnxruntime', '-')})\n\n{method}\n"
-        f"Model: {record['model']}. Command: `{record['command']}` ({record['seconds']:.0f} s).\n\n{table}"
+        f"Model: {record['model']}. Command: `{record['command']}` ({record['seconds']:.0f} s). Load "
+        f"average (1, 5, 15 min) before / after the timing: {load[0]} / {load[1]} on {m['cpu_count']} "
+        f"cores.\n\n{table}"
     )
 
 

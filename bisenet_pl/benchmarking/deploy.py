@@ -190,6 +190,8 @@ def build_record(
     """Measure every available path (the first must be the reference) and judge each against its gate."""
     from bisenet_pl.hardware import machine_info
 
+    # The load of a shared machine colours every number: recorded before and after the timing.
+    load_before = machine_info().get("load_average_1_5_15min")
     ready = [p for p in paths if isinstance(p, DeployPath)]
     if not ready or ready[0].gate != "reference":
         raise ValueError("the first path must be the reference (plain fp32 eager)")
@@ -212,6 +214,7 @@ def build_record(
             row["passes_gate"], row["gate_text"] = judge(row, reference_miou)
     info = machine_info()
     machine = {k: info[k] for k in ("cpu", "cpu_count", "torch_threads", "torch", "onnxruntime") if k in info}
+    machine["load_average_before_after"] = [load_before, info.get("load_average_1_5_15min")]
     record = {
         "machine": machine,
         "sizes": list(by_size),
