@@ -213,7 +213,9 @@ def build_record(
         if "unavailable" not in row:
             row["passes_gate"], row["gate_text"] = judge(row, reference_miou)
     info = machine_info()
-    machine = {k: info[k] for k in ("cpu", "cpu_count", "torch_threads", "torch", "onnxruntime") if k in info}
+    machine: dict[str, Any] = {
+        k: info[k] for k in ("cpu", "cpu_count", "torch_threads", "torch", "onnxruntime") if k in info
+    }
     machine["load_average_before_after"] = [load_before, info.get("load_average_1_5_15min")]
     record = {
         "machine": machine,
