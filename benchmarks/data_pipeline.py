@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bisenet_pl.benchmarking.timing import command_line  # noqa: E402
 from bisenet_pl.data.cityscapes import CityscapesDataset  # noqa: E402
 from bisenet_pl.data.synthetic import make_synthetic_cityscapes  # noqa: E402
 from bisenet_pl.data.transforms import build_train_transform  # noqa: E402
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             "pipeline": [round(r, 2) for r in pipeline_all],
         },
         "machine": _machine(),
-        "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
+        "command": command_line([sys.argv[0], *(argv or sys.argv[1:])]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

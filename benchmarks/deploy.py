@@ -23,7 +23,6 @@ import argparse
 import glob
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -38,14 +37,10 @@ DEFAULT_DATA = REPO / "data" / "synthetic_cityscapes"
 
 
 def readable(path: str | Path) -> str:
-    """A path as a reader of experiments/ can use it: relative to the repository, a demo run's folder
-    as `<run>`; never this machine's absolute paths."""
-    text = str(path)
-    try:
-        text = Path(path).resolve().relative_to(REPO).as_posix()
-    except ValueError:
-        text = Path(path).name
-    return re.sub(r"outputs/demo/[^/]+/", "outputs/demo/<run>/", text)
+    """`path` relative to the repository, a demo run written `<run>` (`benchmarking.timing.portable`)."""
+    from bisenet_pl.benchmarking.timing import portable
+
+    return portable(path, REPO)
 
 
 def find_checkpoint(ckpt: str | None) -> Path:

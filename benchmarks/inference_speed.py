@@ -49,7 +49,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import torch
 
 from bisenet_pl.benchmarking.frames import parse_size, synthetic_frames
-from bisenet_pl.benchmarking.timing import command_line, percentile
+from bisenet_pl.benchmarking.timing import command_line, percentile, portable
 from bisenet_pl.hardware import cpu_has_native_bf16, machine_info
 from bisenet_pl.inference.accelerate import FastNet, FastOptions, check_size_for, fastest_net
 from bisenet_pl.inference.modes import InferenceConfig, predict_labels
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     best_all = min(kept_all, key=ratios.__getitem__) if kept_all else None
     result: dict[str, Any] = {
         "benchmark": "inference",
-        "model": model_desc,
+        "model": portable(model_desc),
         "reference": REFERENCE,
         "timed_region": "inference.predict: network, x8 bilinear upsample, argmax, labels to host",
         "sizes": [list(s) for s in sizes],

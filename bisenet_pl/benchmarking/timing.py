@@ -4,6 +4,7 @@ synchronised around each call; fps = calls / total time."""
 
 from __future__ import annotations
 
+import re
 import resource
 import shlex
 import statistics
@@ -89,16 +90,23 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def command_line(argv: Sequence[str] | None = None, module: str | None = None) -> str:
-    """The command as typed: `python -m <module> args...`, or `python <script> args...`."""
-    args = list(sys.argv if argv is None else argv)
-    if module:
-        prog = f"-m {module}"
-    else:
-        prog = args[0]
-        with_repo = Path(prog).resolve()
+def portable(text: str | Path, root: str | Path | None = None) -> str:
+    """A path (or a `key=path` argument) as a reader of experiments/ can use it: relative to `root`
+    (default: the current folder, the repository for `make bench`), a demo run's timestamped folder
+    written `outputs/demo/<run>/`; never this machine's absolute paths."""
+    text = str(text)
+    key, sep, value = text.rpartition("=") if "=" in text and not text.startswith("/") else ("", "", text)
+    path = Path(value)
+    if path.is_absolute():
         try:
-            prog = with_repo.relative_to(Path.cwd()).as_posix()
+            value = path.resolve().relative_to(Path(root or Path.cwd()).resolve()).as_posix()
         except ValueError:
-            pass
+            value = path.name  # outside the repository: only its name means anything elsewhere
+    return key + sep + re.sub(r"outputs/demo/[^/<]+/", "outputs/demo/<run>/", value)
+
+
+def command_line(argv: Sequence[str] | None = None, module: str | None = None) -> str:
+    """The command as typed, with portable paths: `python -m <module> args...`, or `python <script>`."""
+    args = [portable(a) for a in (sys.argv if argv is None else argv)]
+    prog = f"-m {module}" if module else args[0]
     return "python " + " ".join([prog, *(shlex.quote(a) for a in args[1:])])
