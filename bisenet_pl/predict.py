@@ -14,7 +14,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bisenet_pl.cli import CONFIG_PATH, keyword_options, print_error, quiet_environment, readable_errors
+from bisenet_pl.cli import (
+    CONFIG_PATH,
+    build_predictor,
+    keyword_options,
+    print_error,
+    quiet_environment,
+    readable_errors,
+)
 
 quiet_environment()
 
@@ -30,19 +37,9 @@ log = logging.getLogger("bisenet_pl.predict")
 @readable_errors
 def main(cfg: DictConfig) -> None:
     from bisenet_pl.inference.batch import find_images, predict_images
-    from bisenet_pl.inference.predictor import Predictor
     from bisenet_pl.inference.video import VideoOptions, is_video, predict_video
 
-    test_scale = cfg.test_scale if cfg.test_scale in ("checkpoint", None) else tuple(cfg.test_scale)
-    predictor = Predictor(
-        cfg.ckpt,
-        device=cfg.device,
-        mode=cfg.mode,
-        fast=cfg.fast,
-        test_scale=test_scale,
-        backend=str(cfg.backend),
-        **keyword_options(cfg.inference),
-    )
+    predictor = build_predictor(cfg)
     if is_video(cfg.input):
         options = VideoOptions(**keyword_options(cfg.video), opacity=float(cfg.opacity))
         report = predict_video(predictor, cfg.input, Path(cfg.output), options)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bisenet_pl.cli import CONFIG_PATH, keyword_options, quiet_environment, readable_errors
+from bisenet_pl.cli import CONFIG_PATH, build_predictor, keyword_options, quiet_environment, readable_errors
 
 quiet_environment()
 
@@ -35,23 +35,12 @@ def main(cfg: DictConfig) -> None:
         raise ConfigError(f"port={cfg.port!r}: must be a TCP port number (1-65535)")
     check_free(cfg.host, int(cfg.port))
 
-    from bisenet_pl.inference.predictor import Predictor
-
     try:
         from bisenet_pl.serving.app import ServeOptions, build_app, run
     except ImportError as e:
         raise ConfigError(f"serving needs the serve extras ({e}): pip install 'bisenet_pl[serve]'") from None
 
-    test_scale = cfg.test_scale if cfg.test_scale in ("checkpoint", None) else tuple(cfg.test_scale)
-    predictor = Predictor(
-        cfg.ckpt,
-        device=cfg.device,
-        mode=cfg.mode,
-        fast=cfg.fast,
-        test_scale=test_scale,
-        backend=cfg.backend,
-        **keyword_options(cfg.inference),
-    )
+    predictor = build_predictor(cfg)
     options = ServeOptions(
         limits=limits,
         max_batch_size=int(cfg.batch.max_size),

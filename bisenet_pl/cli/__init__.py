@@ -3,6 +3,7 @@ hygiene. Only the entry points (`bisenet_pl.train`, `.evaluate`, ...) import thi
 
 from bisenet_pl.cli.common import (
     CONFIG_PATH,
+    build_predictor,
     hydra_output_dir,
     instantiate_dict,
     keyword_options,
@@ -15,6 +16,7 @@ __all__ = [
     "CONFIG_PATH",
     "hydra_output_dir",
     "instantiate_dict",
+    "build_predictor",
     "keyword_options",
     "print_error",
     "quiet_environment",

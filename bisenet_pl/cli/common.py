@@ -158,6 +158,23 @@ def keyword_options(node: Any) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
+def build_predictor(cfg: Any) -> Any:
+    """The `Predictor` of a predict-like config (`ckpt`, `device`, `mode`, `fast`, `test_scale`,
+    `backend`, `inference`): what `predict` and `serve` run."""
+    from bisenet_pl.inference.predictor import Predictor
+
+    test_scale = cfg.test_scale if cfg.test_scale in ("checkpoint", None) else tuple(cfg.test_scale)
+    return Predictor(
+        cfg.ckpt,
+        device=cfg.device,
+        mode=cfg.mode,
+        fast=cfg.fast,
+        test_scale=test_scale,
+        backend=str(cfg.backend),
+        **keyword_options(cfg.inference),
+    )
+
+
 def hydra_output_dir() -> Path | None:
     """The run (or sweep job) folder Hydra made for this process, if running under Hydra."""
     try:

@@ -56,6 +56,20 @@ def sidecar_path(onnx_path: str | Path) -> Path:
     return onnx_path.with_name(onnx_path.name + ".json")
 
 
+def read_sidecar(model_path: str | Path | None) -> dict[str, Any] | None:
+    """The sidecar JSON of an exported file (ONNX or OpenVINO IR), or None when there is none: the file's
+    own embedded meta is then the source."""
+    if model_path is None:
+        return None
+    side = sidecar_path(model_path)
+    if not side.is_file():
+        return None
+    try:
+        return dict(json.loads(side.read_text()))
+    except (OSError, ValueError) as e:
+        raise ExportError(f"{side}: unreadable sidecar JSON ({e})") from None
+
+
 def onnxruntime_available() -> bool:
     try:
         import onnxruntime  # noqa: F401
@@ -306,13 +320,9 @@ class OnnxNet:
         return ort_net
 
     def _read_meta(self) -> dict[str, Any]:
-        if self.path is not None:
-            side = sidecar_path(self.path)
-            if side.is_file():
-                try:
-                    return dict(json.loads(side.read_text()))
-                except (OSError, ValueError) as e:
-                    raise ExportError(f"{side}: unreadable sidecar JSON ({e})") from None
+        side = read_sidecar(self.path)
+        if side is not None:
+            return side
         embedded = self.session.get_modelmeta().custom_metadata_map.get(META_KEY)
         return dict(json.loads(embedded)) if embedded else {}
 

@@ -29,6 +29,7 @@ from bisenet_pl.inference.onnx import (
     OUTPUT_NAME,
     ExportError,
     export_onnx,
+    read_sidecar,
     sidecar_path,
 )
 
@@ -186,14 +187,8 @@ class OpenVinoNet:
         self.name = f"openvino {self.precision} (fused)"
 
     def _read_meta(self, ov_model: Any) -> dict[str, Any]:
-        if self.path is not None:
-            side = sidecar_path(self.path)
-            if side.is_file():
-                try:
-                    return dict(json.loads(side.read_text()))
-                except (OSError, ValueError) as e:
-                    raise ExportError(f"{side}: unreadable sidecar JSON ({e})") from None
-        return _rt_meta(ov_model)
+        side = read_sidecar(self.path)
+        return side if side is not None else _rt_meta(ov_model)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
