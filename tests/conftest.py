@@ -20,10 +20,51 @@ import pytest  # noqa: E402
 _TESTS = Path(__file__).resolve().parent
 
 
+def _git_status() -> str | None:
+    """`git status --porcelain` of the checkout (None outside a git checkout, e.g. an sdist)."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all"],
+            cwd=_TESTS.parent,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def pytest_sessionstart(session):
+    if not hasattr(session.config, "workerinput"):  # the xdist controller (or a plain run) only
+        session.config._bisenet_git_status = _git_status()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A test run leaves the working tree as it found it: a tracked file rewritten, or a file left in the
+    checkout that git does not ignore, fails the session and is named."""
+    before = getattr(session.config, "_bisenet_git_status", None)
+    if before is None:
+        return
+    after = _git_status()
+    if after is not None and after != before:
+        changed = sorted(set(after.splitlines()) ^ set(before.splitlines()))
+        session.config._bisenet_tree_changes = changed
+        session.exitstatus = 1  # pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    changed = getattr(terminalreporter.config, "_bisenet_tree_changes", None)
+    if changed:
+        terminalreporter.section("the test run changed the working tree", red=True)
+        for line in changed:
+            terminalreporter.write_line(line)
+
+
 def pytest_collection_modifyitems(config, items):
     """`make test` runs two pytest-xdist workers with `--dist loadgroup`: a test file is one group (its
     module fixtures are built once), and the parity suite is one group (its mmseg reference runs are
-    shared by the whole suite and it writes experiments/parity.json once)."""
+    shared by the whole suite and it writes its figures file once)."""
     for item in items:
         path = Path(str(item.fspath)).resolve()
         parity = path.is_relative_to(_TESTS / "parity")

@@ -5,8 +5,8 @@ W&B thumbnails all go through these functions, so the network sees the same floa
 image came in by. Sizes are always (height, width); a resize *box* is written as mmseg writes it,
 (long edge, short edge), e.g. (2048, 1024).
 
-The arithmetic is mmcv's `imnormalize` (float32 image, cv2 subtract of the float64 mean, cv2 multiply by
-1/std), which the released checkpoints were trained with; resizes are cv2 bilinear on the uint8 image,
+The arithmetic is mmcv's `imnormalize` (float32 image minus the mean, times 1/std, both rounded to
+float32), which the released checkpoints were trained with; resizes are cv2 bilinear on the uint8 image,
 as mmcv's `imrescale` does.
 """
 
@@ -54,12 +54,23 @@ def read_rgb(path: str | Path) -> np.ndarray:
 def normalize(
     image: np.ndarray, mean: Sequence[float] = MEAN, std: Sequence[float] = STD, bgr: bool = False
 ) -> np.ndarray:
-    """uint8 (H, W, 3) -> RGB float32 (x - mean) / std. `bgr=True` converts an OpenCV BGR image first."""
-    out = image.astype(np.float32)
-    if bgr:
-        cv2.cvtColor(out, cv2.COLOR_BGR2RGB, out)
-    cv2.subtract(out, np.asarray(mean, dtype=np.float64).reshape(1, -1), out)
-    cv2.multiply(out, 1.0 / np.asarray(std, dtype=np.float64).reshape(1, -1), out)
+    """(H, W, C) image -> RGB float32 `(x - mean) * (1 / std)`, a new array; `bgr=True` reverses the
+    channels of an OpenCV BGR image first.
+
+    The arithmetic is mmcv's `imnormalize` (what the released checkpoints were trained with): the mean
+    and 1/std are computed in float64, rounded to float32, and applied in float32, which is also what
+    OpenCV's `subtract`/`multiply` do with a float32 image. NumPy's `out=` is used instead of OpenCV's
+    `dst` argument because it is a documented in-place write for every shape (OpenCV 5.1 silently
+    allocates a new result for one-pixel-wide images and leaves `dst` untouched).
+    """
+    if image.ndim != 3 or image.shape[2] != len(mean) or len(std) != len(mean):
+        raise ValueError(
+            f"expected an (H, W, {len(mean)}) image matching mean/std, got shape {image.shape}"
+        )
+    channels = image[..., ::-1] if bgr else image
+    out = np.array(channels, dtype=np.float32, order="C", copy=True)
+    np.subtract(out, np.asarray(mean, dtype=np.float64).astype(np.float32), out=out)
+    np.multiply(out, (1.0 / np.asarray(std, dtype=np.float64)).astype(np.float32), out=out)
     return out
 
 

@@ -5,7 +5,8 @@ One folder holds one run (docs/resuming.md):
   checkpoints instead of silently continuing someone else's weights;
 - a resume picks the checkpoint with the highest *stored* step (`last.ckpt`, `last-interrupted.ckpt`, the
   iteration checkpoints), never the newest file on disk, which a failed start could have touched;
-- one process at a time: a lock file refuses a second trainer on the same folder;
+- one process at a time: a record lock refuses a second trainer on the same folder, and dies with its
+  trainer (not with its forked workers);
 - temporaries left by a kill during an atomic write are ours and are removed when a run starts.
 No Hydra here: `bisenet_pl.train` calls these with plain values.
 """
@@ -16,6 +17,7 @@ import errno
 import fcntl
 import logging
 import os
+import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,8 +105,18 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
 
 
 class RunLock:
-    """An exclusive `flock` on `<run>/.train.lock`: two trainers on one folder would write the same
-    checkpoints. The kernel drops the lock when the process dies, so a kill -9 never leaves it stale."""
+    """An exclusive POSIX record lock (`fcntl.lockf`) on `<run>/.train.lock`: two trainers on one folder
+    would write the same checkpoints.
+
+    A record lock belongs to the *process*, not to the open file: the DataLoader workers forked from the
+    trainer inherit the descriptor but not the lock, so a kill -9 of the trainer frees the folder at once,
+    even while its orphaned workers are still winding down. (A `flock` would be shared with them and
+    outlive the trainer by seconds.) The refusal names the holder the kernel reports (`F_GETLK`), so it
+    never names a dead process. docs/resuming.md has the protocol.
+
+    The rule of record locks to keep in mind: closing *any* descriptor of the lock file in this process
+    drops the lock, so nothing else here opens it; the holder's pid is written into it for people only.
+    """
 
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / LOCK
@@ -114,13 +126,14 @@ class RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            holder = _lock_holder(fd)
             os.close(fd)
             if err.errno in (errno.EAGAIN, errno.EACCES):
+                who = f"pid {holder}" if holder else "another process"
                 raise ConfigError(
-                    f"{self.path.parent} is being trained by {holder} right now; two runs on one "
+                    f"{self.path.parent} is being trained by {who} right now; two runs on one "
                     "folder would overwrite each other's checkpoints. Wait for it to end, or stop it first."
                 ) from None
             raise
@@ -139,6 +152,18 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _lock_holder(fd: int) -> int | None:
+    """The pid holding a write lock on the whole file, as the kernel reports it (F_GETLK); None if free."""
+    # struct flock on Linux: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid.
+    request = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+    try:
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, request + b"\0" * 4)
+    except OSError:
+        return None
+    l_type, _, _, _, pid = struct.unpack("hhqqi", answer[: struct.calcsize("hhqqi")])
+    return None if l_type == fcntl.F_UNLCK else int(pid)
 
 
 def _flatten(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

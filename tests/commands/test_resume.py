@@ -8,6 +8,7 @@ are proven to read checkpoints without unpickling code.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -15,9 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from _shared import cli_env, tiny_train_args, wait_for
 
+from bisenet_pl.errors import ConfigError
 from bisenet_pl.training.run_folder import RunLock
 
 #: `python -c GUARD <train args>`: bisenet_pl.train with torch.load refusing weights_only != True.
@@ -168,6 +171,84 @@ def test_a_locked_folder_refuses_a_second_trainer_and_stale_temporaries_go(train
     code, out = _run([f"resume={trained_run}"], tmp_path)
     assert code == 0, out[-3000:]
     assert not stale.exists()
+
+
+def _children(pid: int) -> list[int]:
+    """The pids `pid` forked (its DataLoader workers), from /proc."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children = task / "children"
+        if children.exists():
+            found += [int(c) for c in children.read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "State:\tZ" not in status.read_text()
+    except OSError:
+        return False
+
+
+def test_the_run_lock_dies_with_its_holder_not_with_the_children_it_forked(tmp_path):
+    # A trainer takes the lock and forks a child that keeps the lock file's descriptor (as DataLoader
+    # workers do); SIGKILL the trainer: the folder is free at once although the child still runs.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys, time\n"
+            "from bisenet_pl.training.run_folder import RunLock\n"
+            f"RunLock({str(tmp_path)!r}).acquire()\n"
+            "if os.fork() == 0:\n"
+            "    time.sleep(60); os._exit(0)\n"
+            "print('locked', flush=True); time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    (child,) = _children(holder.pid)
+    try:
+        with pytest.raises(ConfigError, match=f"being trained by pid {holder.pid} right now"):
+            RunLock(tmp_path).acquire()
+        holder.kill()
+        holder.wait()
+        assert _alive(child), "the forked child should outlive its parent for this test to mean anything"
+        RunLock(tmp_path).acquire().release()  # no sleep, no retry
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+def test_a_run_killed_with_workers_resumes_at_once_and_finishes(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    last = run / "checkpoints" / "last.ckpt"
+    args = tiny_train_args(
+        tiny_data,
+        tmp_path,
+        "data.num_workers=2",
+        "trainer.max_steps=30",
+        "trainer.val_check_interval=30",
+        "callbacks.last_checkpoint.every_n_train_steps=5",
+        f"hydra.run.dir={run}",
+    )
+    proc = _train(args, tmp_path, tmp_path / "killed.log")
+    try:
+        wait_for(lambda: _step(last) >= 5, timeout=300, proc=proc)
+        workers = _children(proc.pid)
+        proc.kill()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at = _step(last)
+    assert 5 <= killed_at < 30 and len(workers) >= 2
+    code, out = _run([f"resume={run}"], tmp_path)  # immediately: the orphaned workers may still run
+    assert code == 0, out[-3000:]
+    assert "being trained by" not in out
+    assert f"resuming from {last} (step {killed_at}" in out
+    assert _step(last) == 30
 
 
 def test_a_diverging_run_stops_at_the_step_and_keeps_finite_checkpoints(tiny_data, tmp_path):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bisenet_pl.data.cityscapes import MEAN, STD
-from bisenet_pl.data.preprocess import keep_ratio_size
+from bisenet_pl.data.preprocess import keep_ratio_size, normalize
 from bisenet_pl.data.transforms import (
     CatMaxRandomCrop,
     KeepRatioResize,
@@ -277,6 +277,45 @@ def test_normalize_converts_bgr_to_rgb_with_mmseg_statistics():
     expected = (np.array([255, 128, 0], np.float64) - np.array(MEAN)) / np.array(STD)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out[0, 0], expected, rtol=1e-6)
+
+
+def _numpy_reference(image: np.ndarray, bgr: bool) -> np.ndarray:
+    """(x - mean) / std in float64, channel order reversed for BGR: what `normalize` must approximate."""
+    rgb = image[..., ::-1] if bgr else image
+    return (rgb.astype(np.float64) - np.array(MEAN)) / np.array(STD)
+
+
+@pytest.mark.parametrize("bgr", [False, True], ids=["rgb", "bgr"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32], ids=["uint8", "float32"])
+def test_normalize_is_right_for_every_shape_including_one_pixel_wide(bgr, dtype):
+    # Every height and width 1..5 (OpenCV 5.1 left width-1 images unnormalised through its dst argument),
+    # then random larger shapes; each against a plain NumPy reference, and the input left untouched.
+    rng = np.random.default_rng(7)
+    shapes = [(h, w) for h in range(1, 6) for w in range(1, 6)]
+    shapes += [tuple(int(x) for x in rng.integers(1, 300, 2)) for _ in range(20)]
+    for h, w in shapes:
+        image = rng.integers(0, 256, (h, w, 3)).astype(dtype)
+        before = image.copy()
+        out = normalize(image, bgr=bgr)
+        assert out.dtype == np.float32 and out.shape == (h, w, 3) and out.flags.c_contiguous
+        np.testing.assert_allclose(out, _numpy_reference(image, bgr), rtol=1e-6, atol=1e-6, err_msg=f"{h}x{w}")
+        assert np.array_equal(image, before), "normalize wrote into its input"
+
+
+def test_normalize_rounds_like_mmcv_float32_arithmetic():
+    # mmcv's imnormalize: float32 image, mean and 1/std rounded to float32, float32 subtract and multiply.
+    # On an image OpenCV handles correctly its result is bit-identical to ours.
+    image = np.random.default_rng(3).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    expected = cv2.multiply(
+        cv2.subtract(image.astype(np.float32), np.array(MEAN, np.float64).reshape(1, -1)),
+        1.0 / np.array(STD, np.float64).reshape(1, -1),
+    )
+    assert np.array_equal(normalize(image), expected)
+
+
+def test_normalize_refuses_an_image_that_does_not_match_the_statistics():
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        normalize(np.zeros((4, 4), np.uint8))
 
 
 def test_512_high_image_gives_512_rows_of_data_and_1024_after_padding():

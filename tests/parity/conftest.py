@@ -5,8 +5,9 @@
   one command with the same arguments are shared by the whole session. A missing venv is a failure
   that says to run `make parity-env`, never a skip.
 - `record(check, quantity, measured, tolerance, ok)` stores one row; at the end of the session the rows
-  are merged into experiments/parity.json and the table in docs/parity.md and docs/reproduction.md is
-  regenerated, and the figures are printed in the terminal summary.
+  are merged into `outputs/parity/parity.json` (ignored by git: a test run leaves the tree as it found
+  it) and printed in the terminal summary. `make parity-report` runs the suite and then, on purpose,
+  copies those figures to experiments/parity.json and regenerates the tables in docs/.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ sys.path.insert(0, str(HERE))
 import report  # noqa: E402  (tests/parity/report.py)
 
 SIDE = HERE / "reference" / "mmseg_side.py"
-RESULTS = REPO / "experiments" / "parity.json"
+#: Where a run of the suite writes its figures; `make parity-report` publishes them (report.py).
+RESULTS = Path(os.environ.get("BISENET_PARITY_OUT", REPO / "outputs" / "parity" / "parity.json"))
 
 
 def parity_python() -> Path:
@@ -156,7 +158,8 @@ def pytest_sessionfinish(session, exitstatus):
     # BISENET_PARITY_NO_WRITE=1: a deliberate-break run, whose figures must not replace the real ones
     if not _ROWS or os.environ.get("BISENET_PARITY_NO_WRITE") or os.environ.get("BISENET_PARITY_BREAK"):
         return
-    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    base = RESULTS if RESULTS.exists() else report.PUBLISHED  # a partial run merges into the last figures
+    data = json.loads(base.read_text()) if base.exists() else {}
     checks = data.get("checks", {})
     for check in {row["check"] for row in _ROWS}:  # a check that ran replaces its old rows entirely
         checks[check] = {}
@@ -173,15 +176,12 @@ def pytest_sessionfinish(session, exitstatus):
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    for doc in report.DOCS:
-        if doc.exists():
-            report.update_doc(doc, data)
 
 
 def pytest_terminal_summary(terminalreporter):
     if not _ROWS:
         return
-    terminalreporter.section("parity figures (experiments/parity.json)")
+    terminalreporter.section(f"parity figures ({RESULTS}; `make parity-report` publishes them)")
     for row in _ROWS:
         terminalreporter.write_line(
             f"{'ok  ' if row['ok'] else 'FAIL'} {row['check']:<12} {row['quantity']:<48} "
