@@ -298,7 +298,8 @@ def test_normalize_is_right_for_every_shape_including_one_pixel_wide(bgr, dtype)
         before = image.copy()
         out = normalize(image, bgr=bgr)
         assert out.dtype == np.float32 and out.shape == (h, w, 3) and out.flags.c_contiguous
-        np.testing.assert_allclose(out, _numpy_reference(image, bgr), rtol=1e-6, atol=1e-6, err_msg=f"{h}x{w}")
+        reference = _numpy_reference(image, bgr)
+        np.testing.assert_allclose(out, reference, rtol=1e-6, atol=1e-6, err_msg=f"{h}x{w}")
         assert np.array_equal(image, before), "normalize wrote into its input"
 
 

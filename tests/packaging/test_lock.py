@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _lock_path() -> Path:
-    return Path(os.environ.get("BISENET_LOCK") or REPO / "requirements" / f"lock-py{sys.version_info[0]}.{sys.version_info[1]}.txt")
+    default = REPO / "requirements" / f"lock-py{sys.version_info[0]}.{sys.version_info[1]}.txt"
+    return Path(os.environ.get("BISENET_LOCK") or default)
 
 
 def _pins(path: Path) -> dict[str, str]:
@@ -39,7 +40,7 @@ def test_the_suite_runs_on_the_versions_the_lock_records() -> None:
         pytest.skip(f"no lock for Python {sys.version_info[0]}.{sys.version_info[1]} in requirements/")
     pins = _pins(lock)
     assert {"opencv-python-headless", "numpy", "lightning", "albumentations"} <= pins.keys()
-    assert not any(name == "torch" or name.startswith("nvidia-") for name in pins), "torch is the user's build"
+    assert not any(name == "torch" or name.startswith("nvidia-") for name in pins), "torch: the user's build"
     wrong = {}
     for name, version in pins.items():
         try:
