@@ -64,9 +64,7 @@ def normalize(
     allocates a new result for one-pixel-wide images and leaves `dst` untouched).
     """
     if image.ndim != 3 or image.shape[2] != len(mean) or len(std) != len(mean):
-        raise ValueError(
-            f"expected an (H, W, {len(mean)}) image matching mean/std, got shape {image.shape}"
-        )
+        raise ValueError(f"expected an (H, W, {len(mean)}) image matching mean/std, got shape {image.shape}")
     channels = image[..., ::-1] if bgr else image
     out = np.array(channels, dtype=np.float32, order="C", copy=True)
     np.subtract(out, np.asarray(mean, dtype=np.float64).astype(np.float32), out=out)
