@@ -27,10 +27,11 @@ LOCK_FLAGS     := $(if $(LOCK),-c $(LOCK),)
 
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_SILENT             := true
+export NO_MKDOCS_2_WARNING      := 1
 # No W&B account in the demo/tests: keep runs on disk (`wandb sync` uploads them later).
 export WANDB_MODE               ?= offline
 
-.PHONY: browser install lock parity-report demo test test-fast test-slurm bench lint format clean help parity-env test-parity gpu-wheels gpu-check-smoke
+.PHONY: browser install lock parity-report docs demo test test-fast test-slurm bench lint format clean help parity-env test-parity gpu-wheels gpu-check-smoke
 
 help:
 	@echo "make demo        install, make the synthetic dataset, train + evaluate the demo model (CPU, minutes)"
@@ -43,6 +44,7 @@ help:
 	@echo "make test-fast   the tests without the Slurm cluster and the slow end-to-end runs"
 	@echo "make test-slurm  run the tests that need a local Slurm cluster (started and stopped by the test)"
 	@echo "make bench       speed benchmarks and the deployment table (results in experiments/)"
+	@echo "make docs        the documentation site into site/ (mkdocs build --strict)"
 	@echo "make lint        ruff check, ruff format --check, mypy bisenet_pl (types)"
 	@echo "make format      ruff: fix what it can, reformat"
 	@echo "make gpu-wheels  the GPU check's missing dependencies for an offline CPython 3.12 GPU box (.gpu-wheels/)"
@@ -75,7 +77,7 @@ demo: install
 
 # Two pytest-xdist workers (CI has 2 cores; most tests wait on subprocesses): TEST_WORKERS=0 runs serially.
 TEST_WORKERS ?= 2
-test: install parity-env browser lint
+test: install parity-env browser lint docs
 	BISENET_LOCK=$(abspath $(LOCK)) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
 # The parity suite's reference (tests/parity): mmsegmentation in its own throw-away venv, never in
@@ -142,6 +144,11 @@ lint: install
 	$(VENV)/bin/ruff format --check bisenet_pl tests benchmarks scripts
 	$(VENV)/bin/mypy bisenet_pl
 
+# The documentation site (mkdocs.yml): --strict turns a broken link, a missing page or an API page that no
+# longer resolves into a failure. Built into site/ (ignored).
+docs: install
+	$(VENV)/bin/mkdocs build --strict --quiet
+
 format: install
 	$(VENV)/bin/ruff check --fix bisenet_pl tests benchmarks scripts
 	$(VENV)/bin/ruff format bisenet_pl tests benchmarks scripts
@@ -162,7 +169,7 @@ gpu-check-smoke: install
 	PYTHON=$(PY) bash scripts/gpu_check.sh --cpu-smoke outputs/gpu_check_smoke
 
 clean:
-	rm -rf outputs multirun .pytest_cache .ruff_cache .lock-venv .lock-parity-venv
+	rm -rf outputs multirun site .pytest_cache .ruff_cache .lock-venv .lock-parity-venv
 
 # The served web page is tested in a real headless browser (tests/serving). Debian's chromium, installed
 # once when it is missing and apt-get can run; elsewhere install any Chromium and set BISENET_CHROMIUM.
