@@ -88,6 +88,31 @@ def aux_conv_seg_normal(ours, mp):
     mp.setattr(cls, "__init__", init)
 
 
+def no_optimizer_step(ours, mp):
+    """A network that never learns: every training step runs forward and backward, but the optimiser
+    updates no weight (its `step` only evaluates the closure)."""
+    cls = ours.SegmentationModule
+    original = cls.configure_optimizers
+
+    def configure_optimizers(self):
+        import torch
+
+        config = original(self)
+        optimizer = config["optimizer"]
+
+        def step(closure=None):
+            optimizer._opt_called = True  # as torch's LR-scheduler wrapper of `step` marks it
+            if closure is not None:
+                with torch.enable_grad():
+                    return closure()
+            return None
+
+        optimizer.step = step
+        return config
+
+    mp.setattr(cls, "configure_optimizers", configure_optimizers)
+
+
 def _train_transform_with(ours, mp, **changes):
     fn = ours.build_train_transform
     mod = _module_of(fn)
@@ -123,6 +148,7 @@ BREAKS = {
         ms_ratios,
         ohem_decode_only,
         aux_conv_seg_normal,
+        no_optimizer_step,
         aug_ratio_range,
         aug_no_flip,
         aug_no_cat_max,

@@ -24,6 +24,15 @@ Ours: the same initial weights in a `Segmentor(head_dropout=0)`, our own normali
 images, `SegmentationModule` (lr_style "mmengine" against mmseg's schedulers, the default "mmcv"
 against mmcv's formula) in a real `lightning.Trainer.fit`. Per-step losses and LRs and the final
 weights and BN running statistics must agree.
+
+The final state is judged against mmseg's trajectory, not in absolute terms: the twin's chaos (0.02
+max |diff|) is as large as the whole run's movement (0.05), so a bound of "k x the twin's max |diff|"
+also passes a network that never updates. Instead (L2 over all tensors): our weights must have moved
+as far from the common start as mmseg's (within x/÷ 1.1), and ended nearer mmseg's than 1.5x the
+twin's distance, as a fraction of mmseg's movement (a network that never moves: 0 and 1). BN running
+statistics change in every forward pass, learning or not, so what learning adds is measured from
+mmseg's "frozen" run (the same batches and forward passes, no optimiser step): ours must move as far
+from it as mmseg's own run. `BISENET_PARITY_BREAK=no_optimizer_step` shows these rows failing.
 """
 
 from __future__ import annotations
@@ -38,6 +47,9 @@ from conftest import load
 
 STEPS, WARMUP, MAX_ITERS, BATCH, SIZE = 3, 1000, 160000, 2, 64
 LR_REL, SCHED_REL, FIRST_REL, CHAOS = 1e-9, 1e-9, 1e-6, 3.0
+#: the final state: a movement within x/÷ MOVED of mmseg's, and a distance to mmseg within CHAOS_FINAL x
+#: the twin's (measured: ours 0.99 and 0.27, the twin 1.00 and 0.41; without optimiser steps 0 and 1)
+MOVED, CHAOS_FINAL = 1.1, 1.5
 HEADS = ("decode", "aux0", "aux1", "aux2", "aux3")
 
 
@@ -99,6 +111,11 @@ def _fit(initial, batches, style, tmp_path):
     return log.rows, model
 
 
+def _dist(a: dict, b: dict, keys: list[str]) -> float:
+    """The L2 distance between two state dicts over `keys` (all those tensors as one vector), in float64."""
+    return sum(float(((a[k].double() - b[k].double()) ** 2).sum()) for k in keys) ** 0.5
+
+
 def _ours_key(key: str) -> str:
     return "aux_heads." + key[len("auxiliary_head.") :] if key.startswith("auxiliary_head.") else key
 
@@ -108,6 +125,7 @@ def test_training_dynamics(reference, record, tmp_path):
     out = reference("train", "--extra", json.dumps(extra, sort_keys=True))
     ref_log = json.loads((out / "train.json").read_text())
     initial = load(out / "initial.pth")
+    frozen = load(out / "final_frozen.pth")
     raw = load(out / "batches.pt")
     mmseg_inputs = load(out / "normalised_batches.pt")
     pairs = list(zip(raw, mmseg_inputs, strict=True))
@@ -179,34 +197,59 @@ def test_training_dynamics(reference, record, tmp_path):
             )
         final = load(out / f"final_{style}.pth")
         final_twin = load(out / f"final_{style}_twin.pth")
-        sd = dict(model.state_dict())
-        w_diff = w_noise = bn_diff = bn_noise = moved = 0.0
-        for key, want in final.items():
-            got = sd[_ours_key(key)].double()
-            d, n = float((got - want).abs().max()), float((final_twin[key] - want).abs().max())
-            if "running_" in key:
-                bn_diff, bn_noise = max(bn_diff, d), max(bn_noise, n)
-            elif "num_batches_tracked" in key:
-                assert int(got) == int(want) == STEPS, key
-            else:
-                w_diff, w_noise = max(w_diff, d), max(w_noise, n)
-                moved = max(moved, float((want - initial[key].double()).abs().max()))
+        sd = {key: t.double() for key, t in model.state_dict().items()}
+        mine = {key: sd[_ours_key(key)] for key in final}
+        for key in final:
+            if "num_batches_tracked" in key:
+                assert int(mine[key]) == int(final[key]) == STEPS, key
+        weights = [k for k in final if "running_" not in k and "num_batches_tracked" not in k]
+        stats = [k for k in final if "running_" in k]
+        # weights: how far each run moved from the common start, and how far it ended from mmseg
+        moved = _dist(final, initial, weights)
+        assert moved > 0, "mmseg's weights did not move: the reference run is broken"
+        ratio = [_dist(run, initial, weights) / moved for run in (mine, final_twin)]
         ok.append(
             record(
                 "training",
-                f"lr_style={style}: final weights max |diff| [ours, mmseg twin]",
-                [w_diff, w_noise],
-                f"ours <= {CHAOS:g}x twin",
-                w_diff <= CHAOS * w_noise and moved > 1e-3,
+                f"lr_style={style}: final weights moved |ours - initial| / |mmseg - initial| [ours, twin]",
+                ratio,
+                f"ours in [{1 / MOVED:.3g}, {MOVED:g}]",
+                1 / MOVED <= ratio[0] <= MOVED,
             )
         )
+        apart = [_dist(run, final, weights) / moved for run in (mine, final_twin)]
         ok.append(
             record(
                 "training",
-                f"lr_style={style}: final BN running stats max |diff| [ours, mmseg twin]",
-                [bn_diff, bn_noise],
-                f"ours <= {CHAOS:g}x twin",
-                bn_diff <= CHAOS * bn_noise,
+                f"lr_style={style}: final weights |ours - mmseg| / |mmseg - initial| [ours, twin]",
+                apart,
+                f"ours <= {CHAOS_FINAL:g}x twin, < 1 (a net that never moves: 1)",
+                apart[0] <= CHAOS_FINAL * apart[1] and apart[0] < 1,
+            )
+        )
+        # BN running statistics move in every forward pass, learning or not: what learning adds is measured
+        # from mmseg's run without optimiser steps (same batches, same forward passes, weights frozen)
+        learned = _dist(final, frozen, stats)
+        assert learned > 0, "mmseg's BN statistics do not depend on its updates: the reference run is broken"
+        ratio = [_dist(run, frozen, stats) / learned for run in (mine, final_twin)]
+        ok.append(
+            record(
+                "training",
+                f"lr_style={style}: final BN stats, part due to learning |ours - frozen| / |mmseg - frozen| "
+                "[ours, twin]",
+                ratio,
+                f"ours in [{1 / MOVED:.3g}, {MOVED:g}]",
+                1 / MOVED <= ratio[0] <= MOVED,
+            )
+        )
+        apart = [_dist(run, final, stats) / learned for run in (mine, final_twin)]
+        ok.append(
+            record(
+                "training",
+                f"lr_style={style}: final BN stats |ours - mmseg| / |mmseg - frozen| [ours, twin]",
+                apart,
+                f"ours <= {CHAOS_FINAL:g}x twin",
+                apart[0] <= CHAOS_FINAL * apart[1],
             )
         )
     assert all(ok)

@@ -395,6 +395,8 @@ def cmd_train(out: Path, args) -> None:
         ("mmcv", initial),
         ("mmengine_twin", perturbed),
         ("mmcv_twin", perturbed),
+        # forward passes only, never an optimiser step: where a network that does not learn ends up
+        ("frozen", initial),
     ):
         model = B.build_model(cfg, init=False)
         model.load_state_dict(start)
@@ -429,7 +431,8 @@ def cmd_train(out: Path, args) -> None:
                 data = model.data_preprocessor(data, True)
                 losses = model(data["inputs"].double(), data["data_samples"], mode="loss")
             parsed, log_vars = model.parse_losses(losses)
-            wrapper.update_params(parsed)
+            if style != "frozen":
+                wrapper.update_params(parsed)
             log["loss"].append(float(log_vars["loss"]))
             for h, key in zip(HEADS, ("decode", "aux_0", "aux_1", "aux_2", "aux_3"), strict=True):
                 log[f"loss_{h}"].append(float(log_vars[f"{key}.loss_ce"]))
