@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
+import time
 from collections.abc import Iterator, Sequence, Sized
 from pathlib import Path
 from typing import Any, cast
@@ -93,6 +95,62 @@ def worker_init(worker_id: int, rank: int = 0) -> None:
         info.dataset.reseed([info.seed % (1 << 63), rank])
 
 
+#: `data.num_workers=auto` never starts more loader processes per device than this, whatever the core count.
+MAX_AUTO_WORKERS = 16
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a SLURM or taskset allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def auto_workers(devices_per_node: int, cores: int | None = None) -> int:
+    """Loader processes per device for `data.num_workers=auto`: the cores each device has, at most
+    `MAX_AUTO_WORKERS`: no more workers than cores (PyTorch warns beyond that, and they only compete)."""
+    cores = available_cores() if cores is None else int(cores)
+    return max(1, min(cores // max(int(devices_per_node), 1), MAX_AUTO_WORKERS))
+
+
+class DataWaitClock:
+    """Seconds the training loop spent waiting in `next()` on the train loader (this process), read by
+    `SpeedMonitor` to log the data wait share of each step (`train/data_wait_share`)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+
+
+class _TimedIterator(Iterator[Any]):
+    def __init__(self, inner: Iterator[Any], clock: DataWaitClock) -> None:
+        self.inner, self.clock = inner, clock
+
+    def __iter__(self) -> _TimedIterator:
+        return self
+
+    def __next__(self) -> Any:
+        start = time.perf_counter()
+        try:
+            return next(self.inner)
+        finally:
+            self.clock.total += time.perf_counter() - start
+
+    def __len__(self) -> int:
+        return len(cast(Sized, self.inner))
+
+
+class TimedResumableLoader(ResumableLoader):
+    """The training loader, whose iterators add the time spent waiting for each batch to `data_wait`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.data_wait = DataWaitClock()
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        return _TimedIterator(super().__iter__(), self.data_wait)
+
+
 def _dist_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -134,7 +192,7 @@ class CityscapesDataModule(L.LightningDataModule):
         self,
         root: str | Path,
         batch_size: int = 4,
-        num_workers: int = 4,
+        num_workers: int | str | None = "auto",
         crop_size: Sequence[int] = (1024, 1024),
         scale: Sequence[int] = (2048, 1024),
         ratio_range: Sequence[float] = (0.5, 2.0),
@@ -156,9 +214,15 @@ class CityscapesDataModule(L.LightningDataModule):
         super().__init__()
         self.root = Path(str(root)).expanduser()
         self.batch_size = _number(batch_size, "batch_size")
-        self.num_workers = _number(num_workers, "num_workers")
-        if self.batch_size < 1 or self.num_workers < 0:
-            raise DatasetError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
+        # None / "auto": one loader process per core of each device (`auto_workers`), chosen when the
+        # loaders are built (the device count is the trainer's) and stated in the log.
+        auto = num_workers is None or (isinstance(num_workers, str) and num_workers.strip().lower() == "auto")
+        self.num_workers: int | None = None if auto else _number(num_workers, "num_workers")
+        if self.batch_size < 1 or (self.num_workers is not None and self.num_workers < 0):
+            raise DatasetError(
+                f"need batch_size >= 1 and num_workers >= 0 (or auto), got {batch_size}, {num_workers}"
+            )
+        self._workers_said = False
         self.crop_size = _pair(crop_size, "crop_size")
         self.scale = _pair(scale, "scale")
         self.ratio_range = _pair(ratio_range, "ratio_range", float)
@@ -283,6 +347,28 @@ class CityscapesDataModule(L.LightningDataModule):
             return trainer.strategy.root_device.type == "cuda"
         return torch.cuda.is_available()
 
+    def workers(self) -> int:
+        """Loader processes per device: `num_workers`, or for `auto` the cores per device on this node
+        (at most `MAX_AUTO_WORKERS`); the choice is logged once."""
+        if self.num_workers is not None:
+            return self.num_workers
+        trainer = getattr(self, "trainer", None)
+        devices = int(getattr(trainer, "num_devices", 1) or 1) if trainer is not None else 1
+        cores = available_cores()
+        workers = auto_workers(devices, cores)
+        if not self._workers_said:
+            self._workers_said = True
+            log.info(
+                "data.num_workers=auto: %d loader processes per device (%d CPU cores for %d device%s on this "
+                "node, at most %d); set data.num_workers to choose",
+                workers,
+                cores,
+                devices,
+                "" if devices == 1 else "s",
+                MAX_AUTO_WORKERS,
+            )
+        return workers
+
     def _loader(
         self,
         dataset: Dataset,
@@ -292,7 +378,7 @@ class CityscapesDataModule(L.LightningDataModule):
         **kw: Any,
     ) -> DataLoader:
         rank, _ = _dist_info()
-        workers = self.num_workers
+        workers = self.workers()
         return loader(
             dataset,
             batch_size=batch_size,
@@ -316,7 +402,7 @@ class CityscapesDataModule(L.LightningDataModule):
             self.train_dataset,
             self.batch_size,
             sampler,
-            loader=ResumableLoader,
+            loader=TimedResumableLoader,
             drop_last=True,
             batches_done=self._batches_trained,
         )

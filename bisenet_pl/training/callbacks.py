@@ -245,21 +245,84 @@ class ParameterSummary(pl.Callback):
 
 
 class SpeedMonitor(pl.Callback):
-    """Training images/s (global) and, on GPU, the peak allocated memory in MB, as mmseg's logger reports."""
+    """Training images/s (global), the data wait share and, on GPU, the peak allocated memory in MB.
 
-    def __init__(self, log_every_n_steps: int | None = None) -> None:
+    `train/data_wait_share`: the share of the wall time between two steps' starts that the training loop
+    spent waiting in `next()` on the train loader (`TimedResumableLoader` measures it), averaged since the
+    last logged step and shown in the progress line. When each step's share stays above `warn_share` for
+    `warn_steps` steps in a row, one warning names the fixes: more `data.num_workers`, or the decoded-frame
+    cache (`python -m bisenet_pl.data.cache`, then `data.cache=<dir>`).
+    """
+
+    def __init__(
+        self, log_every_n_steps: int | None = None, warn_share: float = 0.2, warn_steps: int = 50
+    ) -> None:
         super().__init__()
         self.log_every_n_steps = log_every_n_steps
+        self.warn_share = float(warn_share)
+        self.warn_steps = int(warn_steps)
         self._t0: float | None = None
         self._images = 0
+        # data wait: the previous step's start time and the loader's wait total then
+        self._last_start: float | None = None
+        self._last_wait = 0.0
+        self._window_wait = self._window_time = 0.0
+        self._steps_above = 0
+        self.warned = False
+        #: the last step's data wait share (None before the second step)
+        self.step_share: float | None = None
+
+    @staticmethod
+    def _wait_total(trainer: pl.Trainer) -> float | None:
+        clock = getattr(getattr(trainer, "train_dataloader", None), "data_wait", None)
+        total = getattr(clock, "total", None)
+        return float(total) if total is not None else None
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ):
         import time
 
+        now = time.perf_counter()
         if self._t0 is None:
-            self._t0 = time.perf_counter()
+            self._t0 = now
+        total = self._wait_total(trainer)
+        if total is None:
+            return
+        if self._last_start is not None and now > self._last_start:
+            wait, interval = max(total - self._last_wait, 0.0), now - self._last_start
+            self.step_share = min(wait / interval, 1.0)
+            self._window_wait += wait
+            self._window_time += interval
+            self._check_share(trainer, self.step_share)
+        self._last_start, self._last_wait = now, total
+
+    def _check_share(self, trainer: pl.Trainer, share: float) -> None:
+        self._steps_above = self._steps_above + 1 if share > self.warn_share else 0
+        if self.warned or self._steps_above < self.warn_steps:
+            return
+        self.warned = True
+        if not trainer.is_global_zero:
+            return
+        datamodule = getattr(trainer, "datamodule", None)
+        workers = getattr(getattr(trainer, "train_dataloader", None), "num_workers", "?")
+        cache = getattr(datamodule, "cache", None)
+        from bisenet_pl.data.datamodule import available_cores
+
+        fixes = f"raise data.num_workers (now {workers} per device, {available_cores()} CPU cores here)" + (
+            ""
+            if cache
+            else ", or decode the dataset once with `python -m bisenet_pl.data.cache data.root=<root>` "
+            "and train with data.cache=<its folder>"
+        )
+        log.warning(
+            "the training loop waited for data %.0f %% of each step for the last %d steps (over %.0f %%): "
+            "the data loader, not the network, sets the speed. To fix it, %s.",
+            100 * share,
+            self.warn_steps,
+            100 * self.warn_share,
+            fixes,
+        )
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -269,12 +332,16 @@ class SpeedMonitor(pl.Callback):
         import torch
 
         self._images += int(batch["image"].shape[0]) * trainer.world_size
+        bs = int(batch["image"].shape[0])
+        if self._window_time > 0:
+            share = self._window_wait / self._window_time
+            pl_module.log("train/data_wait_share", share, on_step=True, prog_bar=True, batch_size=bs)
         # Lightning's logger connector sets this Trainer attribute; the class does not declare it.
         every = self.log_every_n_steps or trainer.log_every_n_steps  # type: ignore[attr-defined]
         if self._t0 is None or trainer.global_step % max(every, 1):
             return
+        self._window_wait = self._window_time = 0.0
         elapsed = time.perf_counter() - self._t0
-        bs = int(batch["image"].shape[0])
         if elapsed > 0:
             pl_module.log("train/images_per_s", self._images / elapsed, on_step=True, batch_size=bs)
         if torch.cuda.is_available() and pl_module.device.type == "cuda":
