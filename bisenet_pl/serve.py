@@ -31,8 +31,8 @@ def main(cfg: DictConfig) -> None:
         limits = Limits(**keyword_options(cfg.limits))
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from None
-    if not str(cfg.port).isdigit() or not 0 < int(cfg.port) < 65536:
-        raise ConfigError(f"port={cfg.port!r}: must be a TCP port number (1-65535)")
+    if not str(cfg.port).isdigit() or not 0 <= int(cfg.port) < 65536:
+        raise ConfigError(f"port={cfg.port!r}: must be a TCP port number (1-65535; 0: any free port)")
     check_free(cfg.host, int(cfg.port))
 
     try:
@@ -53,8 +53,7 @@ def main(cfg: DictConfig) -> None:
         app = build_app(predictor, options)
     except ValueError as e:  # batch.max_size / batch.timeout_ms out of range
         raise ConfigError(str(e)) from None
-    print(f"serving {options.model_name} on http://{cfg.host}:{cfg.port} (Ctrl-C stops)", flush=True)
-    run(app, host=cfg.host, port=int(cfg.port))
+    run(app, host=cfg.host, port=int(cfg.port), name=options.model_name)  # prints the address it serves
 
 
 if __name__ == "__main__":

@@ -241,12 +241,25 @@ def _demo_png(path: str | Path | None) -> bytes:
     return encode(read_rgb(path), "png")
 
 
-def run(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve `app` with uvicorn until interrupted; uvicorn's log lines go through the command's logging."""
+def run(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, name: str = "the model") -> None:
+    """Serve `app` with uvicorn until interrupted; uvicorn's log lines go through the command's logging.
+
+    `port=0` listens on a free port the system picks; the line "serving NAME on http://HOST:PORT" names
+    the port actually bound (the socket is bound here and handed to uvicorn, so nothing can take it).
+    """
+    import socket
+
     import uvicorn
 
     check_free(host, port)
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+    sock = socket.create_server((host, port))
+    bound = int(sock.getsockname()[1])
+    print(f"serving {name} on http://{host}:{bound} (Ctrl-C stops)", flush=True)
+    config = uvicorn.Config(app, host=host, port=bound, log_config=None, access_log=False)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down; as `uvicorn.run`, end normally
+        pass
 
 
 __all__ = ["FILE_FIELD", "ServeOptions", "build_app", "run"]

@@ -8,12 +8,12 @@ The server's answers must be the Python API's answers: the masks of 8 concurrent
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -48,42 +48,42 @@ class Server:
     images: list[Path]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+def _wait_healthy(proc: subprocess.Popen, log: Path, timeout: float = 60) -> str:
+    """The server's URL, once it answers /health: it listens on port 0 (the system picks a free port, no
+    race with another test) and names the bound port in its "serving ... on http://..." line."""
     deadline = time.monotonic() + timeout
+    url = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
+        if url is None:
+            found = re.search(r"serving \S+ on (http://127\.0\.0\.1:(\d+)) ", log.read_text())
+            url = found.group(1) if found and int(found.group(2)) != 0 else None
+        if url is not None:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    return url
+            except httpx.TransportError:
+                pass
         time.sleep(0.2)
     proc.kill()
     raise AssertionError(f"serve did not answer /health within {timeout} s:\n{log.read_text()[-4000:]}")
 
 
-@pytest.fixture(scope="module")
-def server(tiny_data: Path, tmp_path_factory) -> Iterator[Server]:
+@contextlib.contextmanager
+def _serving(tiny_data: Path, root: Path) -> Iterator[Server]:
     """A tiny model (BN statistics randomised, logits of order 1: no near-ties) served with small limits
-    and a batch window wide enough that requests sent together meet in one batch."""
-    root = tmp_path_factory.mktemp("serve")
+    and a batch window wide enough that requests sent together meet in one batch; stopped with Ctrl-C
+    (SIGINT) afterwards unless the test already stopped it."""
     torch.manual_seed(0)
     model = Segmentor(aux_heads=False)
     randomize_bn(model)
     ckpt = save_checkpoint(model.eval(), root / "tiny.ckpt", {"test_scale": [128, 64]})
     images = sorted((tiny_data / "leftImg8bit" / "train").rglob("*.png"))[:8]
-    port = _free_port()
     log = root / "serve.log"
     args = [
         f"ckpt={ckpt}",
-        f"port={port}",
+        "port=0",
         "device=cpu",
         "batch.max_size=8",
         "batch.timeout_ms=300",
@@ -99,10 +99,9 @@ def server(tiny_data: Path, tmp_path_factory) -> Iterator[Server]:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, log)
-        yield Server(url, port, proc, log, ckpt, images)
+        url = _wait_healthy(proc, log)
+        yield Server(url, int(url.rsplit(":", 1)[1]), proc, log, ckpt, images)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -111,6 +110,13 @@ def server(tiny_data: Path, tmp_path_factory) -> Iterator[Server]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_data: Path, tmp_path_factory) -> Iterator[Server]:
+    """The server most tests share; none of them stops it."""
+    with _serving(tiny_data, tmp_path_factory.mktemp("serve")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -303,9 +309,12 @@ def test_bad_settings_and_a_taken_port_are_one_message(server: Server, run_cli) 
     assert limits.returncode == 2 and "limits.max_bytes=0" in limits.stderr, limits.stderr[-2000:]
 
 
-def test_ctrl_c_stops_the_server_cleanly(server: Server) -> None:
-    """Last in the module: SIGINT (Ctrl-C) ends the process with status 0 and no traceback."""
-    server.proc.send_signal(signal.SIGINT)
-    assert server.proc.wait(timeout=20) == 0
-    log = server.log.read_text()
+def test_ctrl_c_stops_the_server_cleanly(tiny_data: Path, tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C) ends the process with status 0 and no traceback (a server of its own: the shared
+    one stays up whatever the order of the tests)."""
+    with _serving(tiny_data, tmp_path) as own:
+        assert httpx.get(f"{own.url}/health", timeout=10).status_code == 200
+        own.proc.send_signal(signal.SIGINT)
+        assert own.proc.wait(timeout=20) == 0
+    log = own.log.read_text()
     assert "Traceback" not in log and "Finished server process" in log
