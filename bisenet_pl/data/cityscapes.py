@@ -7,6 +7,7 @@ loaded, so bad input fails with a `DatasetError` naming the file and the fix, no
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -219,27 +220,80 @@ def find_samples(root: Path, split: str, ignore_missing_labels: bool = False) ->
     return samples
 
 
-def load_image(path: Path) -> np.ndarray:
-    """The image as BGR uint8 (H, W, 3), decoded by cv2 as mmseg does (docs/reproduction.md#augmentation)."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:  # cv2 does not raise: a missing, corrupt or truncated file gives None
-        raise DatasetError(
-            f"Cannot decode image {path} (corrupt or truncated PNG, or unreadable). Re-extract it from "
-            "leftImg8bit_trainvaltest.zip, or delete it."
-        )
-    return image
+# ---- decoding ---------------------------------------------------------------------------------------
+# The two PNGs of a frame are most of a training item's cost (benchmarks/data_pipeline.py). libspng
+# (pyspng) decodes 8-bit RGB and grey PNGs about 1.8x faster than OpenCV's libpng, to the same pixels
+# (tests/data/test_decode.py checks them against cv2 and PIL). Any other kind of PNG (palette, 16-bit,
+# alpha, transparency or EXIF chunks) and any file pyspng cannot read go to cv2 / PIL as before, so those
+# keep their exact behaviour and their error messages.
+try:
+    import pyspng as _pyspng  # type: ignore[import-untyped]
+except ImportError:  # pragma: no cover - pyspng is a dependency; a broken install stays usable
+    _pyspng = None
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_RGB, _GREY = 2, 0  # PNG colour types
+_SLOW_CHUNKS = (b"tRNS", b"eXIf", b"iCCP", b"gAMA", b"sBIT")  # decoders may treat these differently
 
 
-def load_label(sample: Sample) -> np.ndarray:
-    """The label as uint8 trainIds (H, W), 255 = ignore; checks the ids against Cityscapes' table.
+def _png_kind(data: bytes) -> tuple[int, int] | None:
+    """(colour type, bit depth) from a PNG's header, None for anything that is not a plain PNG."""
+    if len(data) < 33 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    return data[25], data[24]
 
-    Decoded by PIL unchanged (docs/reproduction.md#augmentation); a labelIds map goes through
-    LABEL_ID_TO_TRAIN_ID.
-    """
-    path = sample.label
-    assert path is not None
+
+def _fast_png(data: bytes, colour_type: int) -> np.ndarray | None:
+    """libspng's decode of an 8-bit RGB (colour type 2) or grey (0) PNG; None: use the reference decoder."""
+    if _pyspng is None or _png_kind(data) != (colour_type, 8):
+        return None
+    idat = data.find(b"IDAT", 0, 65536)  # ancillary chunks that change decoding come before the pixels
+    head = data[:idat] if idat >= 0 else data[:65536]
+    if any(chunk in head for chunk in _SLOW_CHUNKS):
+        return None
     try:
-        with Image.open(path) as pil:
+        return _pyspng.load(data)
+    except Exception:  # corrupt or truncated: the reference decoder says so in its own words
+        return None
+
+
+def _image_error(path: Path) -> DatasetError:
+    return DatasetError(
+        f"Cannot decode image {path} (corrupt or truncated PNG, or unreadable). Re-extract it from "
+        "leftImg8bit_trainvaltest.zip, or delete it."
+    )
+
+
+def load_image(path: Path, order: str = "bgr") -> np.ndarray:
+    """The image as uint8 (H, W, 3), BGR as cv2 decodes it and mmseg reads it
+    (docs/reproduction.md#augmentation), or RGB with `order="rgb"` (no channel swap: what the train
+    pipeline takes when its `input_order` is "rgb"; the same pixels either way)."""
+    if order not in ("bgr", "rgb"):
+        raise ValueError(f"order must be 'bgr' or 'rgb', got {order!r}")
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        raise _image_error(path) from None
+    rgb = _fast_png(data, _RGB)
+    if rgb is not None:
+        return rgb if order == "rgb" else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:  # cv2 does not raise: a corrupt or truncated file gives None
+        raise _image_error(path)
+    return image if order == "bgr" else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _decode_label(path: Path) -> tuple[np.ndarray, str]:
+    """The label PNG's pixels and PIL mode name (libspng for 8-bit grey, PIL for anything else)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise DatasetError(f"Cannot read label {path} ({err.strerror}).") from None
+    grey = _fast_png(data, _GREY)
+    if grey is not None:
+        return grey, "L"
+    try:
+        with Image.open(io.BytesIO(data)) as pil:
             mode = pil.mode
             label = np.array(pil)
     except (OSError, SyntaxError, ValueError) as err:
@@ -247,22 +301,42 @@ def load_label(sample: Sample) -> np.ndarray:
             f"Cannot decode label {path} ({err}): corrupt or truncated PNG. Re-extract gtFine, or regenerate "
             "the labelTrainIds with mmseg's tools/dataset_converters/cityscapes.py."
         ) from err
+    return label, mode
+
+
+# 1 where a stored value is not allowed (cheap check first, the full bincount only to name the bad ids)
+_INVALID_TRAIN_IDS = (~_VALID_TRAIN_IDS).astype(np.uint8)
+_INVALID_LABEL_IDS = (~_VALID_LABEL_IDS).astype(np.uint8)
+
+
+def load_label(sample: Sample) -> np.ndarray:
+    """The label as uint8 trainIds (H, W), 255 = ignore; checks the ids against Cityscapes' table.
+
+    Decoded unchanged (PIL, or libspng for 8-bit grey PNGs: the same values;
+    docs/reproduction.md#augmentation); a labelIds map goes through LABEL_ID_TO_TRAIN_ID.
+    """
+    path = sample.label
+    assert path is not None
+    label, mode = _decode_label(path)
     if label.ndim != 2 or label.dtype != np.uint8:
         raise DatasetError(
             f"Label {path} is a {mode} image of shape {label.shape}: expected a single-channel 8-bit PNG of "
             f"Cityscapes {sample.label_kind} (did you point at a *_gtFine_color.png or instanceIds file?)."
         )
-    valid = _VALID_TRAIN_IDS if sample.label_kind == "trainIds" else _VALID_LABEL_IDS
-    counts = np.bincount(label.ravel(), minlength=256)
-    bad = np.flatnonzero((counts > 0) & ~valid)
-    if bad.size:
-        allowed = "0..18 and 255" if sample.label_kind == "trainIds" else f"0..{MAX_LABEL_ID}"
+    train_ids = sample.label_kind == "trainIds"
+    if not label.flags.c_contiguous:
+        label = np.ascontiguousarray(label)
+    if cv2.LUT(label, _INVALID_TRAIN_IDS if train_ids else _INVALID_LABEL_IDS).any():
+        valid = _VALID_TRAIN_IDS if train_ids else _VALID_LABEL_IDS
+        counts = np.bincount(label.ravel(), minlength=256)
+        bad = np.flatnonzero((counts > 0) & ~valid)
+        allowed = "0..18 and 255" if train_ids else f"0..{MAX_LABEL_ID}"
         raise DatasetError(
             f"Label {path} holds ids {bad.tolist()} outside Cityscapes' {sample.label_kind} ({allowed}). "
             "Regenerate it from the *_gtFine_polygons.json (cityscapesscripts' createTrainIdLabelImgs), or "
             "remove it."
         )
-    if sample.label_kind == "labelIds":
+    if not train_ids:
         label = cv2.LUT(label, LABEL_ID_TO_TRAIN_ID)  # = LABEL_ID_TO_TRAIN_ID[label], several times faster
     return label
 
@@ -289,6 +363,7 @@ class CityscapesDataset(Dataset):
         keep_original: bool = False,
         ignore_missing_labels: bool = False,
         with_labels: bool = True,
+        cache: str | Path | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
         self.split = split
@@ -298,6 +373,14 @@ class CityscapesDataset(Dataset):
         self.with_labels = with_labels
         self.samples = find_samples(self.root, split, ignore_missing_labels or not with_labels)
         self._report_size()
+        # The decoded-frame cache (`bisenet_pl.data.cache`), checked against the files just found: a cache
+        # that does not match them is refused here, naming the file.
+        self.cache = None
+        if cache is not None:
+            from bisenet_pl.data.cache import FrameCache
+
+            self.cache = FrameCache(cache, self.root, split, self.samples)
+            log.info("split %r read from the decoded-frame cache %s", split, self.cache.cache / split)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -327,10 +410,25 @@ class CityscapesDataset(Dataset):
         if self.transform is not None and hasattr(self.transform, "set_random_state"):
             seed_transform(self.transform, seed)
 
+    def _input_order(self) -> str:
+        """The channel order the transform takes ("rgb": no swap after libspng's decode); BGR whenever the
+        item carries the original image or no transform normalises it (`make_item` reads BGR then)."""
+        if self.transform is None or self.keep_original:
+            return "bgr"
+        return str(getattr(self.transform, "input_order", "bgr"))
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
-        image = load_image(sample.image)
-        label = load_label(sample) if (self.with_labels and sample.label is not None) else None
+        order = self._input_order()
+        labelled = self.with_labels and sample.label is not None
+        if self.cache is not None:
+            image = self.cache.image(index)  # RGB, memory-mapped; the transforms never write into it
+            if order == "bgr":
+                image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+            label = self.cache.label(index) if labelled else None
+        else:
+            image = load_image(sample.image, order)
+            label = load_label(sample) if labelled else None
         return make_item(
             image, label, sample.name, sample.image, sample.label, self.transform, self.keep_original
         )

@@ -210,9 +210,12 @@ class CityscapesDataModule(L.LightningDataModule):
         test_split: str = "val",
         predict_split: str = "test",
         synthetic_root: str | Path | None = None,
+        cache: str | Path | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(str(root)).expanduser()
+        # the decoded-frame cache (`python -m bisenet_pl.data.cache`), None: decode the PNGs
+        self.cache = None if cache in (None, "") else Path(str(cache)).expanduser()
         self.batch_size = _number(batch_size, "batch_size")
         # None / "auto": one loader process per core of each device (`auto_workers`), chosen when the
         # loaders are built (the device count is the trainer's) and stated in the log.
@@ -280,6 +283,11 @@ class CityscapesDataModule(L.LightningDataModule):
             ensure_dataset(self.root, **self.synthetic)
 
     def setup(self, stage: str | None = None) -> None:
+        if self.cache is not None and type(self).make_dataset is not CityscapesDataModule.make_dataset:
+            raise DatasetError(
+                f"data.cache works with the Cityscapes layout only; {type(self).__name__} reads its own "
+                "files (remove data.cache)"
+            )
         if self._may_generate():  # a no-op when present; covers callers that skip prepare_data()
             ensure_dataset(self.root, **self.synthetic)
         if stage in (None, "fit") and self.train_dataset is None:
@@ -300,7 +308,12 @@ class CityscapesDataModule(L.LightningDataModule):
         """One split's dataset: the only place where the layout on disk matters (`FolderDataModule`
         overrides it)."""
         return CityscapesDataset(
-            self.root, split, transform, keep_original=keep_original, with_labels=with_labels
+            self.root,
+            split,
+            transform,
+            keep_original=keep_original,
+            with_labels=with_labels,
+            cache=self.cache,
         )
 
     def first_file_check(self, split: str = "train") -> None:
@@ -317,10 +330,16 @@ class CityscapesDataModule(L.LightningDataModule):
             flip_prob=self.flip_prob,
             photometric=self.photometric,
             seed=[self.seed, rank],  # main-process stream (num_workers=0); workers reseed in worker_init
+            input_order=self._input_order(),
         )
 
+    def _input_order(self) -> str:
+        """RGB for our Cityscapes dataset (libspng decodes RGB; the pipeline gives the same pixels without
+        a channel swap), BGR for a subclass's own dataset (`make_dataset` overridden)."""
+        return "rgb" if type(self).make_dataset is CityscapesDataModule.make_dataset else "bgr"
+
     def _test_transform(self) -> Any:
-        return build_test_transform(scale=self.test_scale)
+        return build_test_transform(scale=self.test_scale, input_order=self._input_order())
 
     def _at_least_one_batch(self, dataset: Dataset) -> Dataset:
         _, world = _dist_info()

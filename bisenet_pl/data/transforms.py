@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from bisenet_pl.data.cityscapes import IGNORE_INDEX, seed_transform
-from bisenet_pl.data.preprocess import keep_ratio_size, normalize
+from bisenet_pl.data.preprocess import MEAN, STD, keep_ratio_size, normalize
 
 __all__ = [
     "KeepRatioResize",
@@ -183,6 +183,11 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
     (3) saturation: S ×U(0.5, 1.5) in OpenCV's HSV; (4) hue: H + randint(-18, 18) mod 180 (delta in [-18, 17],
     numpy excludes the upper bound); (5) contrast here when mode is 0. Each step happens when randint(2) is 1.
     The draws happen in exactly that order and only when a step is on, as in mmseg.
+
+    `input_order="rgb"` takes the same image with its channels in RGB order and returns it in RGB: OpenCV's
+    RGB<->HSV conversions are its BGR ones with the channel index swapped and the LUTs act per channel, so
+    the pixels are the same, without a channel swap of the frame (tests/data/test_transforms_speed.py).
+    Brightness followed by the first contrast step is one LUT (their composition: the same bytes).
     """
 
     def __init__(
@@ -191,9 +196,11 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
         contrast_range: Sequence[float] = (0.5, 1.5),
         saturation_range: Sequence[float] = (0.5, 1.5),
         hue_delta: int = 18,
+        input_order: str = "bgr",
         p: float = 1.0,
     ) -> None:
         super().__init__(p=p)
+        self.input_order = _order(input_order)
         self.brightness_delta = int(brightness_delta)
         self.contrast_range = (float(contrast_range[0]), float(contrast_range[1]))
         self.saturation_range = (float(saturation_range[0]), float(saturation_range[1]))
@@ -239,39 +246,73 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
                 f"PhotoMetricDistortion expects the uint8 BGR image (mmseg distorts before normalising), "
                 f"got {img.dtype}"
             )
-        if brightness is not None:
-            img = cv2.LUT(img, _affine_lut(1.0, brightness))
+        to_hsv, from_hsv = (
+            (cv2.COLOR_RGB2HSV, cv2.COLOR_HSV2RGB)
+            if self.input_order == "rgb"
+            else (cv2.COLOR_BGR2HSV, cv2.COLOR_HSV2BGR)
+        )
+        lut = None if brightness is None else _affine_lut(1.0, brightness)
         if contrast_first is not None:
-            img = cv2.LUT(img, _affine_lut(contrast_first, 0.0))
+            contrast = _affine_lut(contrast_first, 0.0)
+            lut = contrast if lut is None else contrast[lut]  # x -> contrast(brightness(x)), the same bytes
+        if lut is not None:
+            img = cv2.LUT(img, lut)
         if saturation is not None:
-            hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+            hsv = cv2.cvtColor(img, to_hsv)
             hsv[..., 1] = cv2.LUT(hsv[..., 1], _affine_lut(saturation, 0.0))
-            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+            img = cv2.cvtColor(hsv, from_hsv)
         if hue is not None:
-            hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+            hsv = cv2.cvtColor(img, to_hsv)
             hue_lut = ((np.arange(256) + hue) % 180).astype(np.uint8)  # H is 0..179 for uint8 images
             hsv[..., 0] = cv2.LUT(hsv[..., 0], hue_lut)
-            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+            img = cv2.cvtColor(hsv, from_hsv)
         if contrast_last is not None:
             img = cv2.LUT(img, _affine_lut(contrast_last, 0.0))
         return img
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("brightness_delta", "contrast_range", "saturation_range", "hue_delta")
+        return ("brightness_delta", "contrast_range", "saturation_range", "hue_delta", "input_order")
+
+
+def _order(order: str) -> str:
+    if order not in ("bgr", "rgb"):
+        raise ValueError(f"input_order must be 'bgr' or 'rgb', got {order!r}")
+    return order
+
+
+def _normalize_table(order: str) -> np.ndarray:
+    """`normalize`'s arithmetic for each of the 256 values of each channel, as a (1, 256, 3) float32 LUT
+    whose channels follow `order`: float32(v) - float32(mean), times float32(1 / std), in float32."""
+    mean = np.asarray(MEAN, dtype=np.float64).astype(np.float32)
+    inv_std = (1.0 / np.asarray(STD, dtype=np.float64)).astype(np.float32)
+    table = (np.arange(256, dtype=np.float32)[:, None] - mean) * inv_std  # (256, 3), RGB
+    if order == "bgr":
+        table = table[:, ::-1]
+    return np.ascontiguousarray(table, dtype=np.float32).reshape(1, 256, 3)
 
 
 class NormalizeToRGB(A.ImageOnlyTransform):
-    """mmseg's data preprocessor: BGR -> RGB, float32, (x - mean) / std with the RGB statistics
-    (docs/reproduction.md#augmentation)."""
+    """mmseg's data preprocessor: BGR (or, with `input_order="rgb"`, RGB) uint8 -> RGB float32,
+    (x - mean) / std with the RGB statistics (docs/reproduction.md#augmentation).
 
-    def __init__(self, p: float = 1.0) -> None:
+    A uint8 channel has 256 values, so `normalize`'s float32 arithmetic is done once per value and channel
+    and applied as a lookup table (cv2.LUT): the same floats, bit for bit, several times faster. Other
+    dtypes go through `normalize` itself.
+    """
+
+    def __init__(self, input_order: str = "bgr", p: float = 1.0) -> None:
         super().__init__(p=p)
+        self.input_order = _order(input_order)
+        self._table = _normalize_table(self.input_order)
 
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
-        return normalize(img, bgr=True)
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or 0 in img.shape:
+            return normalize(img, bgr=self.input_order == "bgr")
+        out = cv2.LUT(img, self._table)
+        return out if self.input_order == "rgb" else cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ()
+        return ("input_order",)
 
 
 def build_train_transform(
@@ -282,12 +323,16 @@ def build_train_transform(
     flip_prob: float = 0.5,
     photometric: bool = True,
     seed: int | Sequence[int] | None = None,
+    input_order: str = "bgr",
 ) -> A.Compose:
     """mmseg's cityscapes_1024x1024 training pipeline (docs/reproduction.md#augmentation), step for step.
 
     RandomResize -> CatMaxRandomCrop -> HorizontalFlip -> PhotoMetricDistortion (BGR uint8) ->
     NormalizeToRGB -> pad bottom/right to `crop_size` with image 0 (after normalising) and label 255.
     `crop_size` is (h, w); `scale` is (long, short) edge as mmseg writes it, e.g. (2048, 1024).
+    `input_order="rgb"` takes the frame in RGB order (as libspng decodes it) and gives the same output,
+    bit for bit, without swapping the frame's channels; the pipeline's `input_order` attribute says which
+    order it takes (the dataset reads it).
     """
     crop_h, crop_w = int(crop_size[0]), int(crop_size[1])
     steps: list[A.BasicTransform] = [
@@ -296,9 +341,9 @@ def build_train_transform(
         A.HorizontalFlip(p=flip_prob),
     ]
     if photometric:
-        steps.append(PhotoMetricDistortion())
+        steps.append(PhotoMetricDistortion(input_order=input_order))
     steps += [
-        NormalizeToRGB(),
+        NormalizeToRGB(input_order=input_order),
         A.PadIfNeeded(
             min_height=crop_h,
             min_width=crop_w,
@@ -309,14 +354,19 @@ def build_train_transform(
         ),
     ]
     pipeline = A.Compose(steps)
+    pipeline.input_order = _order(input_order)
     seed_transform(pipeline, seed)
     return pipeline
 
 
-def build_test_transform(scale: Sequence[int] = (2048, 1024)) -> A.Compose:
+def build_test_transform(scale: Sequence[int] = (2048, 1024), input_order: str = "bgr") -> A.Compose:
     """mmseg's test pipeline (docs/reproduction.md#test-time): keep-ratio resize of the image into `scale`,
     then normalise.
 
     The label (if given as `mask`) is left at its original resolution, and nothing is padded.
     """
-    return A.Compose([KeepRatioResize(scale=scale, resize_mask=False), NormalizeToRGB()])
+    pipeline = A.Compose(
+        [KeepRatioResize(scale=scale, resize_mask=False), NormalizeToRGB(input_order=input_order)]
+    )
+    pipeline.input_order = _order(input_order)
+    return pipeline

@@ -1,0 +1,315 @@
+"""The decoded-frame cache: each split's frames decoded once into raw `.npy` files, for machines whose disk
+is bigger than their CPU budget (docs/speed.md).
+
+    python -m bisenet_pl.data.cache data.root=data/cityscapes [data.cache=<dir>] [splits=[train,val]]
+    python -m bisenet_pl.train experiment=4x4 data.root=data/cityscapes data.cache=data/cityscapes_cache
+
+Decoding the two PNGs is most of a training item's cost; reading a raw frame from the page cache or a
+fast disk is nearly free. Per split, `<cache>/<split>/` holds `<stem>.image.npy` (uint8 H x W x 3, RGB)
+and `<stem>.label.npy` (uint8 H x W train ids, 255 = ignore, already mapped and checked) for every frame,
+and `manifest.json`, written last: the source files' names, sizes and modification times and each
+frame's shape. The bytes needed are printed before anything is written (a split that would not fit is
+refused then); every frame written is read back and compared pixel for pixel with cv2's / PIL's decode
+of its PNGs. A write that runs out of disk removes what it wrote and says how much was needed.
+
+Reading (`FrameCache`): a split's cache is used only if it matches its source exactly: every frame of
+`data.root` in the manifest with the same size and modification time, no frame missing or added, every
+`.npy` present with its size. Anything else is refused with the file named and the command that rewrites
+the cache: a stale cache is never used silently. The items are the PNG path's items, bit for bit.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from bisenet_pl.data.cityscapes import (
+    LABEL_ID_TO_TRAIN_ID,
+    Sample,
+    find_samples,
+    load_image,
+    load_label,
+)
+from bisenet_pl.errors import DatasetError
+
+MANIFEST = "manifest.json"
+VERSION = 1
+_NPY_HEADER = 128  # numpy's header for these arrays (format 1.0): 128 bytes
+
+
+class CacheError(DatasetError):
+    """A cache that cannot be written, or does not match its source."""
+
+
+def _rewrite_hint(root: Path, cache: Path) -> str:
+    return f"rewrite it with `python -m bisenet_pl.data.cache data.root={root} data.cache={cache}`"
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """(height, width) from a PNG's header (no decoding); a file that is not a PNG is named."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if len(head) < 24 or head[12:16] != b"IHDR":
+        raise CacheError(f"{path} is not a PNG (no IHDR header): cannot cache it")
+    return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+
+
+def _stat(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+
+
+def _npy_names(sample: Sample, image_root: Path) -> tuple[str, str]:
+    stem = str(sample.image.relative_to(image_root))[: -len("_leftImg8bit.png")]
+    return stem + ".image.npy", stem + ".label.npy"
+
+
+def _frame_bytes(height: int, width: int, labelled: bool) -> int:
+    return (height * width * 3 + _NPY_HEADER) + ((height * width + _NPY_HEADER) if labelled else 0)
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def _reference_image_rgb(path: Path) -> np.ndarray | None:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    return None if bgr is None else bgr[..., ::-1]
+
+
+def _reference_label(sample: Sample) -> np.ndarray:
+    assert sample.label is not None
+    with Image.open(sample.label) as pil:
+        label = np.array(pil)
+    return LABEL_ID_TO_TRAIN_ID[label] if sample.label_kind == "labelIds" else label
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def write_split(root: Path, cache: Path, split: str, echo: Any = print) -> Path:
+    """Decode every frame of `split` into `<cache>/<split>/`, check each against its PNGs, write the
+    manifest last. Returns the split's folder. Refuses (`CacheError`) a split that does not fit the disk,
+    and removes the split's folder when the disk fills up while writing or a frame fails its check."""
+    root, cache = Path(root).expanduser().resolve(), Path(cache).expanduser().resolve()
+    samples = find_samples(root, split, ignore_missing_labels=split == "test")
+    image_root = root / "leftImg8bit" / split
+    shapes = [_png_size(s.image) for s in samples]
+    needed = sum(_frame_bytes(h, w, s.label is not None) for (h, w), s in zip(shapes, samples, strict=True))
+    out = cache / split
+    cache.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(cache).free
+    echo(
+        f"[cache] {split}: {len(samples)} frames from {root}, {_gib(needed)} on disk "
+        f"({_gib(needed / max(len(samples), 1))} per frame) into {out}; {_gib(free)} free there"
+    )
+    if needed > free:
+        raise CacheError(
+            f"not enough disk for the {split} cache in {cache}: {_gib(needed)} needed, {_gib(free)} free. "
+            "Point data.cache at a bigger disk, or train from the PNGs (no data.cache)."
+        )
+    if out.exists():
+        shutil.rmtree(out)  # a previous (possibly partial) cache of this split is replaced whole
+    frames: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    try:
+        for i, (sample, (h, w)) in enumerate(zip(samples, shapes, strict=True)):
+            image_name, label_name = _npy_names(sample, image_root)
+            image = load_image(sample.image, "rgb")
+            if image.shape[:2] != (h, w):
+                raise CacheError(f"{sample.image}: header says {h}x{w}, decoded {image.shape[:2]}")
+            _save(out / image_name, image)
+            reference = _reference_image_rgb(sample.image)
+            if reference is None or not np.array_equal(np.load(out / image_name, mmap_mode="r"), reference):
+                raise CacheError(f"cached pixels of {sample.image} differ from cv2's decode of the PNG")
+            entry: dict[str, Any] = {
+                "image": str(sample.image.relative_to(root)),
+                "image_stat": _stat(sample.image),
+                "image_npy": image_name,
+                "shape": [h, w],
+                "label": None,
+            }
+            if sample.label is not None:
+                label = load_label(sample)  # mapped to train ids and checked against the table
+                if label.shape != (h, w):
+                    raise CacheError(
+                        f"Image {sample.image} is {h}x{w} but its label {sample.label} is "
+                        f"{label.shape[0]}x{label.shape[1]}: they must match."
+                    )
+                _save(out / label_name, label)
+                if not np.array_equal(np.load(out / label_name, mmap_mode="r"), _reference_label(sample)):
+                    raise CacheError(f"cached labels of {sample.label} differ from PIL's decode of the PNG")
+                entry.update(
+                    label=str(sample.label.relative_to(root)),
+                    label_kind=sample.label_kind,
+                    label_stat=_stat(sample.label),
+                    label_npy=label_name,
+                )
+            frames.append(entry)
+            if (i + 1) % 100 == 0 or i + 1 == len(samples):
+                rate = (i + 1) / max(time.perf_counter() - start, 1e-9)
+                echo(f"[cache] {split}: {i + 1}/{len(samples)} frames written and checked ({rate:.1f}/s)")
+        manifest = {"version": VERSION, "split": split, "frames": frames}
+        tmp = out / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=1))
+        os.replace(tmp, out / MANIFEST)
+    except OSError as err:
+        shutil.rmtree(out, ignore_errors=True)
+        if err.errno == errno.ENOSPC:
+            raise CacheError(
+                f"the disk of {cache} filled up while writing the {split} cache ({len(frames)} of "
+                f"{len(samples)} frames written): {_gib(needed)} were needed in all, "
+                f"{_gib(shutil.disk_usage(cache).free)} are free now. Removed {out}. Free some space or "
+                "point data.cache at a bigger disk."
+            ) from None
+        raise CacheError(f"cannot write the {split} cache in {out}: {err}. Removed {out}.") from None
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # a frame that failed its check, or Ctrl-C: nothing partial
+        raise
+    return out
+
+
+@dataclass(frozen=True)
+class CachedFrame:
+    image: Path
+    label: Path | None
+
+
+class FrameCache:
+    """One split's cache, checked against its source when opened (see the module's docstring)."""
+
+    def __init__(self, cache: str | Path, root: str | Path, split: str, samples: Sequence[Sample]) -> None:
+        self.cache = Path(cache).expanduser().resolve()
+        self.root = Path(root).expanduser().resolve()
+        self.split = split
+        folder = self.cache / split
+        hint = _rewrite_hint(self.root, self.cache)
+        manifest_path = folder / MANIFEST
+        if not manifest_path.is_file():
+            raise CacheError(
+                f"no cache of split {split!r} in {self.cache} ({manifest_path} is missing: never written, or "
+                f"its writing was interrupted): {hint}"
+            )
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            entries = {e["image"]: e for e in manifest["frames"]}
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CacheError(f"cache manifest {manifest_path} is unreadable ({err}): {hint}") from None
+        if manifest.get("version") != VERSION:
+            raise CacheError(f"cache {folder} has format {manifest.get('version')}, not {VERSION}: {hint}")
+        self.frames: list[CachedFrame] = []
+        seen = set()
+        for sample in samples:
+            key = str(Path(sample.image).resolve().relative_to(self.root))
+            entry = entries.get(key)
+            if entry is None:
+                raise CacheError(
+                    f"{sample.image} is not in the cache {folder} (added to {self.root} after the cache was "
+                    f"written): {hint}"
+                )
+            seen.add(key)
+            self._check_source(Path(sample.image), entry["image_stat"], hint)
+            label = None
+            if sample.label is not None:
+                if entry.get("label") != str(Path(sample.label).resolve().relative_to(self.root)):
+                    raise CacheError(
+                        f"the label of {sample.image} is {sample.label}, the cache holds "
+                        f"{entry.get('label')}: {hint}"
+                    )
+                self._check_source(Path(sample.label), entry["label_stat"], hint)
+                label = self._check_npy(folder / entry["label_npy"], entry["shape"], 1, hint)
+            image = self._check_npy(folder / entry["image_npy"], entry["shape"], 3, hint)
+            self.frames.append(CachedFrame(image, label))
+        missing = sorted(set(entries) - seen)
+        if missing:
+            raise CacheError(
+                f"{self.root / missing[0]} is in the cache {folder} but no longer in the dataset "
+                f"({len(missing)} such file{'s' if len(missing) > 1 else ''}): {hint}"
+            )
+
+    def _check_source(self, path: Path, stat: dict[str, int], hint: str) -> None:
+        try:
+            now = _stat(path)
+        except OSError:
+            raise CacheError(f"{path} is missing, but the cache {self.cache} holds it: {hint}") from None
+        if now != stat:
+            what = "size" if now["size"] != stat["size"] else "modification time"
+            raise CacheError(
+                f"{path} changed since the cache {self.cache} was written (its {what} differs): {hint}"
+            )
+
+    @staticmethod
+    def _check_npy(path: Path, shape: Sequence[int], channels: int, hint: str) -> Path:
+        h, w = int(shape[0]), int(shape[1])
+        try:
+            size = path.stat().st_size
+        except OSError:
+            raise CacheError(f"cache file {path} is missing: {hint}") from None
+        if size != h * w * channels + _NPY_HEADER:
+            want = h * w * channels + _NPY_HEADER
+            raise CacheError(f"cache file {path} has {size} bytes, not {want}: {hint}")
+        return path
+
+    def image(self, index: int) -> np.ndarray:
+        """The frame as RGB uint8 (H, W, 3), memory-mapped (read-only)."""
+        return np.load(self.frames[index].image, mmap_mode="r", allow_pickle=False)
+
+    def label(self, index: int) -> np.ndarray | None:
+        """The train ids as uint8 (H, W), memory-mapped (read-only); None for an unlabelled frame."""
+        path = self.frames[index].label
+        return None if path is None else np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+# ---- command line ------------------------------------------------------------------------------------
+def _parse(argv: Sequence[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {"data.root": None, "data.cache": None, "splits": ["train", "val"]}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key.lstrip("+") not in options:
+            raise SystemExit(
+                f"unknown argument {arg!r}: use data.root=<Cityscapes folder>, data.cache=<folder> "
+                "(default: <root>_cache beside it) and splits=[train,val]"
+            )
+        key = key.lstrip("+")
+        if key == "splits":
+            options[key] = [s.strip() for s in value.strip("[]").split(",") if s.strip()]
+        else:
+            options[key] = value
+    if not options["data.root"]:
+        base = os.environ.get("BISENET_PL_ROOT", ".")
+        options["data.root"] = os.path.join(base, "data", "synthetic_cityscapes")
+    if not options["data.cache"]:
+        options["data.cache"] = str(Path(options["data.root"]).expanduser()).rstrip("/") + "_cache"
+    return options
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = _parse(sys.argv[1:] if argv is None else argv)
+    root, cache = Path(options["data.root"]), Path(options["data.cache"])
+    try:
+        for split in options["splits"]:
+            write_split(root, cache, split)
+    except DatasetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"[cache] done: train with data.root={root} data.cache={cache}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
