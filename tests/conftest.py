@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import os
 
+#: The test knobs a user may set for a run of the suite (read by the tests, never by the package).
+TEST_KNOBS = ("BISENET_PL_REQUIRE_SLURM",)
+#: The user's own settings of the package (e.g. BISENET_PL_ROOT, where outputs go) would change what the
+#: tests compose and run: none reaches a test, in this process or in a CLI subprocess.
+for _key in [k for k in os.environ if k.startswith("BISENET_PL_") and k not in TEST_KNOBS]:
+    del os.environ[_key]
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("WANDB_MODE", "offline")
+os.environ["WANDB_MODE"] = "offline"  # whatever the user's shell says: no test talks to W&B's servers
 os.environ.setdefault("WANDB_SILENT", "true")
 
 import signal  # noqa: E402
@@ -95,10 +101,24 @@ def tiny_data(tmp_path_factory) -> Path:
     return make_synthetic_cityscapes(root, n_train=8, n_val=3, n_test=2, height=64, width=128, seed=0)
 
 
+#: Variables of the shell running the tests that a CLI under test must not inherit: the package's own
+#: settings and the test knobs, a SLURM allocation's (a test run inside a job is not a requeued job),
+#: W&B credentials and modes, torch.distributed's rendezvous.
+_NOT_INHERITED_PREFIXES = ("BISENET_PL_", "SLURM_", "WANDB_")
+_NOT_INHERITED = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_PORT", "MASTER_ADDR")
+
+
 def cli_env(**extra: str) -> dict[str, str]:
-    """The environment for a CLI subprocess: one torch thread per process keeps 2 cores from thrashing."""
-    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "MASTER_PORT", "MASTER_ADDR")}
-    env.update({"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"})
+    """The environment for a CLI subprocess: one torch thread per process keeps 2 cores from thrashing;
+    W&B offline; nothing of the user's bisenet_pl/SLURM/W&B/DDP settings (only what `extra` sets)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in _NOT_INHERITED and not k.startswith(_NOT_INHERITED_PREFIXES)
+    }
+    env.update(
+        {"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
+    )
     env.update(extra)
     return env
 
@@ -177,8 +197,10 @@ def one_torch_thread():
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def randomize_bn(model, seed: int = 1, classifier_std: float | None = 0.1) -> None:

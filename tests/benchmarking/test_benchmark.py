@@ -16,9 +16,9 @@ from omegaconf import OmegaConf
 
 from bisenet_pl.benchmark import benchmark, default_output_name
 from bisenet_pl.benchmarking.frames import parse_size
-from bisenet_pl.benchmarking.timing import percentile, summarize
 from bisenet_pl.checkpoints import save_checkpoint
 from bisenet_pl.errors import ConfigError
+from bisenet_pl.inference.latency import latency_ms
 from bisenet_pl.models import Segmentor
 from bisenet_pl.models.complexity import count_macs
 
@@ -54,11 +54,10 @@ def test_helpers() -> None:
     with pytest.raises(ConfigError, match="HxW"):
         parse_size("big")
     values = [0.3, 0.1, 0.2, 0.5, 0.4, 1.0]
-    for q in (50, 90):
-        assert percentile(values, q) == pytest.approx(np.percentile(values, q))
-    stats = summarize([0.1, 0.1, 0.2, 0.1])
-    assert stats["fps"] == pytest.approx(4 / 0.5)  # mmseg: images / total time
-    assert stats["latency_ms_p50"] == pytest.approx(100.0)
+    stats = latency_ms(values)
+    for q in (50, 90, 99):
+        assert stats[f"p{q}"] == pytest.approx(1000 * np.percentile(values, q))
+    assert stats["min"] == pytest.approx(100.0) and stats["mean"] == pytest.approx(1000 * np.mean(values))
     cfg = _cfg(fuse=True, channels_last=True, precision="bf16", size="1024x2048")
     assert default_output_name(cfg) == "bench_inference_cpu_torch_fused_cl_bf16_1024x2048.json"
 
@@ -77,7 +76,7 @@ def test_cli_times_the_full_predict_path_and_writes_json(ckpt: Path, tmp_path: P
     assert result["path"] == "fused + channels_last + fp32 + fast argmax"
     assert len(result["times_s"]) == 3 and result["warmup"] == 1 and result["size"] == [64, 128]
     assert result["fps"] == pytest.approx(3 / sum(result["times_s"]), rel=1e-2)
-    assert result["latency_ms_p90"] >= result["latency_ms_p50"] > 0
+    assert result["latency_ms"]["p90"] >= result["latency_ms"]["p50"] > 0
     assert result["memory"]["peak_rss_mb"] > 100
     assert result["parameters"] == 3_358_883  # backbone + decode head (docs/reproduction.md#speed)
     assert result["gmacs"] == pytest.approx(count_macs(Segmentor(), (1, 3, 64, 128))["total"] / 1e9, abs=0.01)
@@ -94,7 +93,7 @@ def test_plain_reference_and_onnxruntime_backends(ckpt: Path, tmp_path: Path) ->
     assert ort["path"].startswith("onnxruntime") and ort["agreement_with_fp32_eager"] >= 0.999
     # an exported file directly
     from bisenet_pl.checkpoints import load_model
-    from bisenet_pl.inference.onnx import export_onnx
+    from bisenet_pl.deploy.export.onnx import export_onnx
 
     onnx_file = export_onnx(load_model(ckpt), tmp_path / "m.onnx", exporter="torchscript")
     direct = benchmark(_cfg(ckpt=str(onnx_file), backend="onnxruntime"))
@@ -141,12 +140,14 @@ def test_inference_speed_script_and_summary(ckpt: Path, tmp_path: Path) -> None:
         sys.path.remove(str(REPO / "benchmarks"))
     out = tmp_path / "inference.json"
     n_threads = torch.get_num_threads()
-    result = inference_speed.main(
-        ["--ckpt", str(ckpt), "--sizes", "64x128,96x192", "--repeats", "2", "--images", "1", "--threads", "1",
-         "--val-images", "2",
-         "--exporter", "torchscript", "--output", str(out)]
-    )  # fmt: skip
-    torch.set_num_threads(n_threads)
+    try:
+        result = inference_speed.main(
+            ["--ckpt", str(ckpt), "--sizes", "64x128,96x192", "--repeats", "2", "--images", "1",
+             "--threads", "1", "--val-images", "2",
+             "--exporter", "torchscript", "--output", str(out)]
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(n_threads)  # the script sets the process's thread count
     assert json.loads(out.read_text())["results"].keys() == {"64x128", "96x192"}
     rows = result["results"]["96x192"]
     ref = rows[inference_speed.REFERENCE]

@@ -185,10 +185,8 @@ def _popen_train(args: list[str], cwd: Path) -> subprocess.Popen:
 
 
 def _step_of(ckpt: Path) -> int:
-    try:
-        return int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
-    except Exception:
-        return -1
+    """The stored step; a checkpoint that does not load fails the test with its own error."""
+    return int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
 
 
 def test_sigkill_then_resume_continues_at_saved_step(tiny_data, tmp_path, run_cli):
@@ -219,6 +217,7 @@ def test_sigkill_then_resume_continues_at_saved_step(tiny_data, tmp_path, run_cl
     assert proc2.returncode == 0, proc2.stderr[-3000:]
     out = proc2.stdout + proc2.stderr
     assert "Restoring states from the checkpoint" in out or "Restored all states" in out
+    assert f"resuming from {last} (step {saved}," in out
     results = json.loads((run_dir / "results.json").read_text())
     assert results["global_step"] == 40  # the saved recipe
     # one run in one metrics.csv: every step once (the killed attempt's rows after `saved` replaced by
@@ -321,7 +320,6 @@ def test_checkpoint_holds_only_plain_hyperparameters(tiny_data):
     )
     hp = dict(module.hparams)
     assert "model" not in hp and "loss" not in hp
-    assert os.environ.get("WANDB_MODE") == "offline"
 
     def plain(v) -> bool:
         if isinstance(v, dict):

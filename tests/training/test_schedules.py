@@ -1,30 +1,64 @@
-"""LR schedule: docs/reproduction.md#schedule's table for both styles, and the LambdaLR wrapper (stepping,
-resume, checkpoint)."""
+"""LR schedule: the LR at selected iterations for both styles against the formulas of
+docs/reproduction.md#schedule, written out here independently of the package, and the LambdaLR wrapper
+(stepping, resume, checkpoint)."""
 
 from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from bisenet_pl.training.schedules import WarmupPolyMultiplier, build_warmup_poly_scheduler, warmup_poly_lr
 
-# docs/reproduction.md#schedule, "LR at selected iterations" (6 decimals as printed there).
+REPRODUCTION = Path(__file__).resolve().parents[2] / "docs" / "reproduction.md"
+BASE, MIN, WARMUP, MAX, POWER = 0.05, 1e-4, 1000, 160000, 0.9
+
+
+def _mmcv(t: int) -> float:
+    """mmcv 1.x (mmseg v0.x): poly(t) = (base - min)(1 - t/max)^0.9 + min, and for t < warm-up the
+    warm-up *multiplies* it by 1 - (1 - t/warmup)(1 - 0.1)."""
+    poly = (BASE - MIN) * (1 - t / MAX) ** POWER + MIN
+    return poly * (1 - (1 - t / WARMUP) * (1 - 0.1)) if t < WARMUP else poly
+
+
+def _mmengine(t: int) -> float:
+    """mmengine (mmseg 1.x): LinearLR(start_factor=0.1, begin=0, end=1000) then PolyLR(eta_min=1e-4,
+    power=0.9, begin=1000, end=160000); each of mmengine's schedulers spans end - begin - 1 steps, so the
+    warm-up reaches the base LR at t = 999 and the poly reaches eta_min at t = 159999."""
+    if t < WARMUP:
+        return BASE * (0.1 + 0.9 * t / (WARMUP - 1))
+    return MIN + (BASE - MIN) * (1 - (t - WARMUP) / (MAX - WARMUP - 1)) ** POWER
+
+
 STEPS = (0, 500, 999, 1000, 16000, 80000, 120000, 159999)
+#: The same, rounded to 6 decimals (the mmcv column is the "LR curve" table of experiments/rows/*/README.md,
+#: whose mmseg column the parity suite's check 4 compares over the whole schedule).
 TABLE = {
     "mmengine": (0.005000, 0.027523, 0.050000, 0.050000, 0.045742, 0.026992, 0.014511, 0.000100),
     "mmcv": (0.005000, 0.027423, 0.049675, 0.049719, 0.045486, 0.026841, 0.014430, 0.000101),
 }
+FORMULA = {"mmcv": _mmcv, "mmengine": _mmengine}
 
 
 @pytest.mark.parametrize("style", ["mmcv", "mmengine"])
 def test_spec_table(style: str) -> None:
     for t, expected in zip(STEPS, TABLE[style], strict=True):
         got = warmup_poly_lr(t, style=style)
-        # The table is rounded to 6 decimals: the exact value must round to it.
+        assert got == pytest.approx(FORMULA[style](t), rel=1e-12), (style, t)
+        assert round(FORMULA[style](t), 6) == expected  # the literal table is the formula's
         assert abs(got - expected) <= 5e-7 + 1e-12, (style, t, got, expected)
+
+
+def test_the_cited_docs_section_exists_and_names_the_formulas() -> None:
+    """docs/reproduction.md#schedule, which the module docstring cites, is there and states the curve."""
+    text = REPRODUCTION.read_text()
+    assert "\n## schedule\n" in text
+    section = text.split("\n## schedule\n", 1)[1].split("\n## ", 1)[0]
+    for fact in ("0.05", "1e-4", "160000", "0.9", "1000", "LinearLR", "PolyLR", "test_spec_table"):
+        assert fact in section, fact
 
 
 def test_default_style_is_mmcv() -> None:
