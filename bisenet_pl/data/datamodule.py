@@ -33,6 +33,7 @@ from bisenet_pl.data.cityscapes import (
     CityscapesDataset,
     find_samples,
 )
+from bisenet_pl.data.limits import check_trainable
 from bisenet_pl.data.samplers import ResumableLoader, ResumableSampler
 from bisenet_pl.data.synthetic import ensure_dataset
 from bisenet_pl.data.transforms import build_test_transform, build_train_transform
@@ -291,6 +292,7 @@ class CityscapesDataModule(L.LightningDataModule):
         if self._may_generate():  # a no-op when present; covers callers that skip prepare_data()
             ensure_dataset(self.root, **self.synthetic)
         if stage in (None, "fit") and self.train_dataset is None:
+            check_trainable(self.batch_size, self.crop_size)  # batch 1 per device: refused here, not in BN
             train = self.make_dataset("train", self._train_transform(), False, True)
             self.train_dataset = self._at_least_one_batch(train)
         if stage in (None, "fit", "validate") and self.val_dataset is None:

@@ -36,6 +36,29 @@ CAMVID_CLASSES = (
     "bicyclist",
 )  # fmt: skip
 
+#: Pascal VOC 2012's 21 classes (0 background; 255 in the masks marks borders and "difficult" regions).
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)  # fmt: skip
+
+
+def voc_palette(n: int = 21) -> list[list[int]]:
+    """VOC's colour map (the devkit's bit-interleaving `labelcolormap`), RGB per index."""
+    colours = []
+    for index in range(n):
+        r = g = b = 0
+        c = index
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        colours.append([r, g, b])
+    return colours
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     # A generic folder: images/<split>/, masks/<split>/, classes from classes.yaml or data.classes.
     "folder": {
@@ -53,6 +76,32 @@ PRESETS: dict[str, dict[str, Any]] = {
         "splits": {"train": "training", "val": "validation", "test": "validation"},
         "classes": ADE20K_CLASSES,
         "reduce_zero_label": True,
+        "scale": (2048, 512),
+        "crop_size": (512, 512),
+        "test_scale": (2048, 512),
+    },
+    # CVAT's "Segmentation mask 1.1" export: labelmap.txt (classes and colours), JPEGImages/, RGB colour
+    # masks in SegmentationClass/, split lists of stems in ImageSets/Segmentation/ (a task without subsets
+    # exports default.txt only: data.splits="{train: default}" data.val_fraction=0.2).
+    "cvat": {
+        "image_dir": "JPEGImages",
+        "mask_dir": "SegmentationClass",
+        "split_list": "ImageSets/Segmentation/{split}.txt",
+        "splits": {"train": "train", "val": "val", "test": "test"},
+        "scale": (2048, 1024),
+        "crop_size": (512, 512),
+        "test_scale": (2048, 1024),
+    },
+    # Pascal VOC 2012 (VOCdevkit/VOC2012): palette PNGs in SegmentationClass/ (21 classes, 255 = border),
+    # ImageSets/Segmentation/{train,val}.txt; mmseg's voc12 512x512 recipe.
+    "voc": {
+        "image_dir": "JPEGImages",
+        "mask_dir": "SegmentationClass",
+        "split_list": "ImageSets/Segmentation/{split}.txt",
+        "splits": {"train": "train", "val": "val", "test": "val"},
+        "classes": VOC_CLASSES,
+        "palette": voc_palette(21),
+        "ignore_index": 255,
         "scale": (2048, 512),
         "crop_size": (512, 512),
         "test_scale": (2048, 512),
