@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -118,17 +117,20 @@ def test_accumulation_equals_one_big_update() -> None:
     assert a.confmat.sum() == 0
 
 
-def test_full_resolution_map_is_fast() -> None:
-    import time
-
+def test_full_resolution_uint8_map_counts_every_pixel() -> None:
+    """A 1024x2048 uint8 map (what evaluate feeds it) gives numpy's confusion matrix. How fast: measured by
+    benchmarks/metric_update.py, not asserted here (a shared machine's load decides a wall-clock bound)."""
     g = torch.Generator().manual_seed(0)
     target = torch.randint(0, 19, (1, 1024, 2048), generator=g, dtype=torch.uint8)
+    target[0, :100] = IGN
     pred = torch.randint(0, 19, (1, 1024, 2048), generator=g, dtype=torch.uint8)
     m = SegmentationMetric()
-    t0 = time.perf_counter()
     m.update(pred, target)
-    assert time.perf_counter() - t0 < 2.0
-    assert m.confmat.sum() == 1024 * 2048
+    t, p = target.numpy().ravel().astype(np.int64), pred.numpy().ravel().astype(np.int64)
+    keep = t != IGN
+    expected = np.bincount(t[keep] * 19 + p[keep], minlength=19 * 19).reshape(19, 19)
+    assert np.array_equal(m.confmat.numpy(), expected)
+    assert m.confmat.sum() == 1024 * 2048 - 100 * 2048
 
 
 def test_table_and_json() -> None:
@@ -156,17 +158,10 @@ def test_table_and_json() -> None:
 # ------------------------------------------------------------------------------------- DDP (gloo, CPU)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
+def _ddp_worker(rank: int, world: int, store: str, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # a file store in the test's own folder: no TCP port to pick, so no race with parallel tests
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         pred, target = _random_maps(4, seed=10 + rank)
         m = SegmentationMetric()
@@ -179,7 +174,7 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
 
 def test_ddp_sync_sums_confusion_matrices(tmp_path: Path) -> None:
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert not torch.equal(r0["local"], r1["local"])
