@@ -60,19 +60,40 @@ def test_each_table_row_is_mmseg_recipe(row):
 
 
 def test_ohem_row_builds_ohem_loss_on_every_head():
+    """On logits where OHEM must drop pixels: 11000 hard pixels (GT probability ~0.05) and 5384 easy ones
+    (~0.89 > thresh 0.7); with min_kept 10000 < 11000 the threshold is 0.7, so OHEM keeps exactly the hard
+    ones. Each head of the ohem row then gets the CE of the hard pixels only (summed / all pixels) and no
+    gradient at the easy ones; the 4x4 row (OHEM off) gets both."""
+    import torch.nn.functional as F
     from hydra.utils import instantiate
 
     loss = instantiate(composed("experiment=ohem").loss)
     assert loss.ohem_mode == "thresh"
-    torch.manual_seed(0)
-    label = torch.randint(0, 19, (1, 64, 64))
-    heads = [torch.randn(1, 19, 8, 8, requires_grad=True) for _ in range(5)]
-    out = loss(heads, label)
-    assert set(out) >= {"decode", "aux0", "aux1", "aux2", "aux3", "total"}
-    plain = instantiate(composed("experiment=4x4").loss)(heads, label)
-    # random logits: nearly every pixel is "hard" (p < 0.7), so OHEM keeps ~all, but never more
-    for name in ("decode", "aux0", "aux1", "aux2", "aux3"):
-        assert out[name] <= plain[name] + 1e-6
+    g = torch.Generator().manual_seed(0)
+    n_pixels, n_hard = 128 * 128, 11000
+    label = torch.randint(0, 19, (1, 128, 128), generator=g)
+    easy = torch.zeros(1, 128, 128, dtype=torch.bool)
+    easy.view(-1)[torch.randperm(n_pixels, generator=g)[: n_pixels - n_hard]] = True
+
+    def head_logits(seed: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        logits = torch.randn(1, 19, 128, 128, generator=gen) * 0.1
+        logits.scatter_(1, label.unsqueeze(1), torch.where(easy, 5.0, -3.0).unsqueeze(1))
+        return logits.requires_grad_(True)
+
+    names = ("decode", "aux0", "aux1", "aux2", "aux3")
+    for row, ohem in (("ohem", True), ("4x4", False)):
+        heads = [head_logits(i) for i in range(5)]
+        out = instantiate(composed(f"experiment={row}").loss)(heads, label)
+        out["total"].backward()
+        for name, logits in zip(names, heads, strict=True):
+            ce = F.cross_entropy(logits.detach(), label, reduction="none")
+            prob = torch.softmax(logits.detach(), 1).gather(1, label.unsqueeze(1))[:, 0]
+            assert bool((prob[easy] > 0.7).all() and (prob[~easy] < 0.7).all())
+            expected = (ce * ~easy if ohem else ce).sum() / n_pixels
+            assert float(out[name].detach()) == pytest.approx(float(expected), rel=1e-5), (row, name)
+            grad_at_easy = logits.grad.permute(0, 2, 3, 1)[easy].abs().max()
+            assert (grad_at_easy == 0) if ohem else (grad_at_easy > 1e-6), (row, name, float(grad_at_easy))
 
 
 def test_static_loss_scale_plugin_for_fp16_row():
