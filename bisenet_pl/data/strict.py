@@ -7,13 +7,13 @@
   the first third of a truncated JPEG, prints 'Premature end of JPEG file' to stderr and returns an image
   whose rest is grey. `strict_decode` captures what the decoders print while decoding (file descriptor 2,
   so call it from one thread per process) and also decodes with Pillow, which refuses truncated data.
-- EXIF orientation: training decodes images as mmseg does (`cv2.imdecode(..., IMREAD_COLOR)`, mmcv's
+- EXIF orientation: training decodes images as mmseg does (cv2 with IMREAD_COLOR, mmcv's
   `imfrombytes(flag='color')`), which APPLIES the EXIF orientation, while masks are read unchanged
   (mmseg: `'unchanged'`), which does not. A photo with orientation 5-8 is therefore turned a quarter
   before training sees it; its mask is not.
-- `load_image` is training's decode: cv2 as mmseg, plus a cheap end-of-file test (a JPEG's EOI marker,
-  a PNG's IEND chunk) that sends a suspicious file to Pillow's strict decode, so a truncated file found
-  mid-run is one message naming it.
+- `load_image` is training's decode: cv2 `imread` (IMREAD_COLOR, as mmseg's), plus a cheap end-of-file
+  test (a JPEG's EOI marker, a PNG's IEND chunk) that sends a suspicious file to Pillow's strict decode,
+  so a truncated file found mid-run is one message naming it.
 """
 
 from __future__ import annotations
@@ -152,14 +152,12 @@ def strict_decode(path: Path | str, capture: bool = True) -> Decoded:
     which redirects file descriptor 2 for the call: use it where one thread decodes), Pillow's refusal of
     truncated data, and the EXIF orientation."""
     path = Path(path)
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as err:
-        return Decoded(None, [f"cannot read: {err.strerror or err}"])
+    if not path.is_file():
+        return Decoded(None, ["cannot read: no such file"])
     if capture:
-        image, text = _captured(lambda: cv2.imdecode(data, cv2.IMREAD_COLOR))
+        image, text = _captured(lambda: cv2.imread(str(path), cv2.IMREAD_COLOR))
     else:
-        image, text = cv2.imdecode(data, cv2.IMREAD_COLOR), ""
+        image, text = cv2.imread(str(path), cv2.IMREAD_COLOR), ""
     problems = _decoder_lines(text)
     if image is None:
         problems.insert(0, "OpenCV cannot decode it")
@@ -180,28 +178,30 @@ def describe(problems: list[str]) -> str:
     return f"decoder warnings ({text})"
 
 
-def _looks_complete(data: np.ndarray, suffix: str) -> bool:
-    """A cheap end-of-file test: a JPEG ends with EOI (FF D9, maybe padded), a PNG with its IEND chunk."""
-    tail = data[-4096:].tobytes()
-    if suffix in (".jpg", ".jpeg"):
-        return b"\xff\xd9" in tail[-64:] or b"\xff\xd9" in tail.rstrip(b"\x00")[-2:]
+def _looks_complete(path: Path) -> bool:
+    """A cheap end-of-file test: a JPEG ends with EOI (FF D9, maybe zero-padded), a PNG with IEND."""
+    suffix = path.suffix.lower()
+    if suffix not in (".jpg", ".jpeg", ".png"):
+        return True
+    try:
+        with path.open("rb") as f:
+            f.seek(max(path.stat().st_size - 4096, 0))
+            tail = f.read()
+    except OSError:
+        return False
     if suffix == ".png":
         return b"IEND" in tail[-32:]
-    return True
+    return b"\xff\xd9" in tail[-64:] or tail.rstrip(b"\x00").endswith(b"\xff\xd9")
 
 
 def load_image(path: Path) -> np.ndarray:
-    """Training's decode: BGR uint8 (H, W, 3) as mmseg's `imfrombytes(flag='color')` gives it; a file that
-    does not decode, or that ends early (confirmed by Pillow), is a `DatasetError` naming it."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as err:
-        raise DatasetError(f"Cannot read image {path}: {err.strerror or err}") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    """Training's decode: BGR uint8 (H, W, 3) from cv2 `IMREAD_COLOR` (as mmseg: EXIF orientation applied);
+    a file that does not decode, or that ends early (confirmed by Pillow), is a `DatasetError` naming it."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     problem = None
     if image is None:
-        problem = "it does not decode (corrupt, truncated or not an image)"
-    elif not _looks_complete(data, path.suffix.lower()):
+        problem = "it does not decode (missing, corrupt, truncated or not an image)"
+    elif not _looks_complete(path):
         refused = pillow_problem(path)
         if refused is not None:
             problem = f"it is truncated ({refused})"

@@ -30,13 +30,14 @@ from bisenet_pl.data.presets import voc_palette
 #: The four object classes drawn and the VOC index each is stored under in the `voc` layout.
 SHAPE_CLASSES = ("background", "car", "person", "dog", "boat")
 _VOC_INDEX = {"background": 0, "car": 7, "person": 15, "dog": 12, "boat": 4}
-#: Paint colours (RGB) per class: far apart, so colour alone separates them.
+#: Paint colours (RGB) per class: a grey background and four hues a quarter turn apart, so that mmseg's
+#: photometric distortion (hue +-18 of OpenCV's 180) never moves one class onto another.
 _PAINT = {
     "background": (110, 110, 100),
-    "car": (220, 40, 40),
-    "person": (40, 200, 60),
-    "dog": (40, 70, 220),
-    "boat": (230, 210, 40),
+    "car": (230, 40, 40),
+    "person": (135, 230, 40),
+    "dog": (40, 220, 220),
+    "boat": (140, 40, 230),
 }
 #: The colour each class has in a colour-mask export (CVAT's label colours, `classes.yaml` palettes).
 MASK_COLOURS = {
