@@ -67,8 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"checkpoint:  {ckpt}")
     print(f"logs/config: {run_dir}  (metrics in csv/metrics.csv, results in evaluate/results.json)")
     print(f"predictions: {run_dir / 'predictions'}")
+    print(f"evaluate report: {eval_dir / 'report.html'}")
     print("next: python -m bisenet_pl.predict ckpt=" + str(ckpt) + " input=<image or folder>")
     print("=" * 72)
+    # Last line: the run's report (curves, per-class table, confusion matrix, val images; docs/report.md).
+    print(f"report: {run_dir / 'report.html'}")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
     from bisenet_pl.data.transforms import build_test_transform
     from bisenet_pl.evaluation.metrics import SegmentationMetric, format_results_table, results_to_jsonable
-    from bisenet_pl.hardware import resolve_device
+    from bisenet_pl.hardware import machine_info, resolve_device
     from bisenet_pl.inference.backends import load_net
     from bisenet_pl.inference.modes import InferenceConfig, segment
 
@@ -105,6 +105,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "split": cfg.split,
         "mode": cfg.mode,
         "inference": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(inference).items()},
+        "machine": machine_info(device),
         "images": len(dataset),
         "seconds": round(seconds, 2),
         "device": str(device),
@@ -120,6 +121,13 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         Console().print(
             f"mIoU  bisenet_pl: [bold]{float(results['mIoU']):.2f}[/]   "
             f"cityscapesscripts: [bold]{official['mIoU']:.2f}[/]"
+    from bisenet_pl.reporting.confusion import write_confusion_csv
+
+    write_confusion_csv(out_dir, results["confusion_matrix"], classes)
+    if cfg.get("report", True):  # report.html beside results.json (docs/report.md)
+        from bisenet_pl.report import report_after
+
+        report_after(out_dir, datamodule)
         )
     (out_dir / "results.json").write_text(json.dumps(payload, indent=2))
     log.info("results written to %s", out_dir / "results.json")

@@ -38,7 +38,7 @@ RUN_CONFIG = "run_config.yaml"
 
 
 #: Keys a resume or a requeue may change: how to start, not what to train.
-START_KEYS = ("resume", "ckpt_path", "hydra")
+START_KEYS = ("resume", "ckpt_path", "hydra", "report")
 
 
 def _load_resumed_config(cfg: DictConfig) -> DictConfig:
@@ -372,6 +372,7 @@ def _train_in(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from hydra.utils import instantiate
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from bisenet_pl.hardware import machine_info
     from bisenet_pl.training.callbacks import ResultsWriter
     from bisenet_pl.training.run_folder import remove_stale_temporaries
 
@@ -393,6 +394,8 @@ def _train_in(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "experiment": cfg.get("experiment_name"),
         "overrides": _overrides(),
         "run_dir": str(run_dir),
+        "checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),  # the final weights the test reports
+        "machine": machine_info(),
     }
     callbacks.append(ResultsWriter(run_dir, info=info))
     loggers = instantiate_dict(cfg.get("logger"), "logger")
@@ -431,6 +434,10 @@ def _train_in(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if trainer.is_global_zero:
         log.info("run folder: %s", run_dir)
         log.info("checkpoints: %s", run_dir / "checkpoints")
+        if cfg.get("report", True):  # report.html in the run folder (docs/report.md)
+            from bisenet_pl.report import report_after
+
+            report_after(run_dir, datamodule)
     return metrics
 
 
@@ -450,6 +457,14 @@ def _overrides() -> list[str]:
         return sys.argv[1:]
 
 
+def _log_to_file(message: str) -> None:
+    """An ERROR record for the run's log file only: a sweep report reads a failed job's error there."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, (), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 @readable_errors
 def main(cfg: DictConfig) -> float | None:
@@ -457,6 +472,9 @@ def main(cfg: DictConfig) -> float | None:
 
     try:
         metrics = train(cfg)
+    except Exception as err:  # into train.log only (the console gets the message once, below)
+        _log_to_file(f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}")
+        raise
     finally:
         finish_wandb()
     name = cfg.get("optimized_metric")

@@ -63,6 +63,10 @@ class ResultsWriter(pl.Callback):
             json.dumps(payload, indent=2, default=_jsonable), self.output_dir / self.filename
         )
         log.info("results written to %s", path)
+        if "confusion_matrix" in results:  # raw counts beside results.json, for the report
+            from bisenet_pl.reporting.confusion import write_confusion_csv
+
+            write_confusion_csv(self.output_dir, results["confusion_matrix"], names)
 
 
 def _jsonable(value: Any) -> Any:
@@ -352,7 +356,9 @@ class SpeedMonitor(pl.Callback):
 
 class WandbPredictions(pl.Callback):
     """Every validation: a fixed set of val images with ground truth and prediction as W&B masks, and the
-    per-class IoU as a `wandb.Table`. Rank zero only; does nothing without a W&B logger."""
+    per-class IoU as a `wandb.Table`; with a TensorBoard logger the same images as panels (image | ground
+    truth | prediction). After the final test: the normalised confusion matrix as a picture (and, for W&B,
+    its raw counts as a table). Rank zero only; does nothing without a W&B or TensorBoard logger."""
 
     def __init__(self, num_images: int = 4, max_size: int = 512) -> None:
         super().__init__()
@@ -366,6 +372,12 @@ class WandbPredictions(pl.Callback):
 
         return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
 
+    @staticmethod
+    def _tensorboard_loggers(trainer: pl.Trainer) -> list[Any]:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._samples = []
 
@@ -378,7 +390,9 @@ class WandbPredictions(pl.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if not trainer.is_global_zero or batch_idx >= self.num_images or not self._wandb_loggers(trainer):
+        if not trainer.is_global_zero or batch_idx >= self.num_images:
+            return
+        if not (self._wandb_loggers(trainer) or self._tensorboard_loggers(trainer)):
             return
         if not isinstance(outputs, dict) or "pred" not in outputs:
             return
@@ -393,8 +407,12 @@ class WandbPredictions(pl.Callback):
         self._samples.append((image, label, pred, str(name)))
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        self._tensorboard_panels(trainer, pl_module)
         loggers = self._wandb_loggers(trainer)
-        if not trainer.is_global_zero or not loggers or trainer.sanity_checking:
+        if not loggers:
+            self._samples = []
             return
         import wandb
 
@@ -426,6 +444,49 @@ class WandbPredictions(pl.Callback):
             lg.experiment.log(payload)
         self._samples = []
 
+
+    def _tensorboard_panels(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import numpy as np
+
+        from bisenet_pl.inference.visualize import colorize
+
+        palette = getattr(pl_module, "palette", None) or []
+        for lg in self._tensorboard_loggers(trainer):
+            for i, (img, gt, pred, name) in enumerate(self._samples):
+                panel = np.concatenate([img, colorize(gt, palette), colorize(pred, palette)], axis=1)
+                lg.experiment.add_image(
+                    f"val/predictions/{i}_{name}", panel, trainer.global_step, dataformats="HWC"
+                )
+
+    @rank_zero_only
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        results = getattr(pl_module, "test_results", None)
+        wandb_loggers, tb_loggers = self._wandb_loggers(trainer), self._tensorboard_loggers(trainer)
+        if results is None or "confusion_matrix" not in results or not (wandb_loggers or tb_loggers):
+            return
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        from bisenet_pl.reporting.figures import confusion_heatmap
+
+        names = _class_names(pl_module)
+        counts = results["confusion_matrix"].numpy()
+        picture = np.asarray(Image.open(io.BytesIO(confusion_heatmap(names, counts))).convert("RGB"))
+        for lg in tb_loggers:
+            lg.experiment.add_image("test/confusion_matrix", picture, trainer.global_step, dataformats="HWC")
+        if wandb_loggers:
+            import wandb
+
+            rows = [[n, *map(int, r)] for n, r in zip(names, counts.tolist(), strict=True)]
+            payload = {
+                "test/confusion_matrix": wandb.Image(picture, caption="rows: label; each row normalised"),
+                "test/confusion_counts": wandb.Table(columns=["label", *names], data=rows),
+                "trainer/global_step": trainer.global_step,
+            }
+            for lg in wandb_loggers:
+                lg.experiment.log(payload)
 
 def _nan_to_none(value: float) -> float | None:
     return None if value != value else value

@@ -130,6 +130,7 @@ class SegmentationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
+        self._nchw = False  # the network was switched to NCHW for evaluation
         """Convert the heads' BN to SyncBN before DDP wraps the model, as mmseg's config does.
 
         Lightning's own `sync_batchnorm` would also convert the backbone, which mmseg never syncs (its
@@ -236,6 +237,9 @@ class SegmentationModule(pl.LightningModule):
             log.warning(
                 "warmup_steps=%d >= max_steps=%d: the whole run stays in the LR warm-up (fine for a smoke "
                 "run; a real run of this recipe needs max_steps > warmup_steps)",
+        if self._nchw:  # evaluated in NCHW since the last step (`_eval_layout`)
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self._nchw = False
                 hp.warmup_steps,
                 hp.max_steps,
             )
@@ -253,9 +257,15 @@ class SegmentationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ eval
     def _evaluate(self, batch: dict[str, Any], metric: SegmentationMetric) -> dict[str, torch.Tensor]:
-        image, label = self._input(batch["image"]), batch["label"]
+        """One number per checkpoint (docs/report.md#one-number-per-checkpoint): validation and the final
+        test run as `evaluate` does, fp32 without autocast on NCHW tensors, whatever the training precision
+        and memory format, so results.json, the report and `evaluate` agree to the last digit."""
+        image, label = batch["image"].float().contiguous(), batch["label"]
         original = batch.get("original")  # present when the datamodule keeps originals (ms+flip)
-        pred = segment(self.model, image, tuple(label.shape[-2:]), self.inference_cfg, original).argmax(dim=1)
+        self._eval_layout()
+        with torch.autocast(image.device.type, enabled=False):
+            scores = segment(self.model, image, tuple(label.shape[-2:]), self.inference_cfg, original)
+        pred = scores.argmax(dim=1)
         metric.update(pred, label)
         return {"pred": pred}
 
@@ -282,6 +292,12 @@ class SegmentationModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.val_results = self._log_results("val", self.val_metric)
+
+    def _eval_layout(self) -> None:
+        """The network in NCHW for evaluation (channels_last gives other last bits); back in training."""
+        if self.hp.channels_last and not self._nchw:
+            self.model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+            self._nchw = True
 
     def on_test_epoch_end(self) -> None:
         self.test_results = self._log_results("test", self.test_metric)
