@@ -105,10 +105,10 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "split": cfg.split,
         "mode": cfg.mode,
         "inference": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(inference).items()},
-        "machine": machine_info(device),
         "images": len(dataset),
         "seconds": round(seconds, 2),
         "device": str(device),
+        "machine": machine_info(device),
         "test_scale": list(test_scale),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "results": results_to_jsonable(results, classes),
@@ -121,6 +121,9 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         Console().print(
             f"mIoU  bisenet_pl: [bold]{float(results['mIoU']):.2f}[/]   "
             f"cityscapesscripts: [bold]{official['mIoU']:.2f}[/]"
+        )
+    (out_dir / "results.json").write_text(json.dumps(payload, indent=2))
+    log.info("results written to %s", out_dir / "results.json")
     from bisenet_pl.reporting.confusion import write_confusion_csv
 
     write_confusion_csv(out_dir, results["confusion_matrix"], classes)
@@ -128,9 +131,6 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         from bisenet_pl.report import report_after
 
         report_after(out_dir, datamodule)
-        )
-    (out_dir / "results.json").write_text(json.dumps(payload, indent=2))
-    log.info("results written to %s", out_dir / "results.json")
     return payload
 
 

@@ -444,7 +444,6 @@ class WandbPredictions(pl.Callback):
             lg.experiment.log(payload)
         self._samples = []
 
-
     def _tensorboard_panels(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         import numpy as np
 
@@ -487,6 +486,7 @@ class WandbPredictions(pl.Callback):
             }
             for lg in wandb_loggers:
                 lg.experiment.log(payload)
+
 
 def _nan_to_none(value: float) -> float | None:
     return None if value != value else value

@@ -117,6 +117,7 @@ class SegmentationModule(pl.LightningModule):
         #: The last test's full results (per-class IoU and Acc), read by the entry points.
         self.test_results: dict[str, Any] | None = None
         self.val_results: dict[str, Any] | None = None
+        self._nchw = False  # the network was switched to NCHW for evaluation
 
     @property
     def hp(self) -> _HParams:
@@ -130,7 +131,6 @@ class SegmentationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
-        self._nchw = False  # the network was switched to NCHW for evaluation
         """Convert the heads' BN to SyncBN before DDP wraps the model, as mmseg's config does.
 
         Lightning's own `sync_batchnorm` would also convert the backbone, which mmseg never syncs (its
@@ -219,6 +219,9 @@ class SegmentationModule(pl.LightningModule):
         # running statistics. Training means train mode, whatever mode the network came in.
         if not self.model.training:
             self.model.train()
+        if self._nchw:  # evaluated in NCHW since the last step (`_eval_layout`)
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self._nchw = False
         if self.global_step == 0 and batch_idx == 0:
             per_device = int(batch["image"].shape[0])
             log.info(
@@ -237,9 +240,6 @@ class SegmentationModule(pl.LightningModule):
             log.warning(
                 "warmup_steps=%d >= max_steps=%d: the whole run stays in the LR warm-up (fine for a smoke "
                 "run; a real run of this recipe needs max_steps > warmup_steps)",
-        if self._nchw:  # evaluated in NCHW since the last step (`_eval_layout`)
-            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-            self._nchw = False
                 hp.warmup_steps,
                 hp.max_steps,
             )
@@ -269,6 +269,12 @@ class SegmentationModule(pl.LightningModule):
         metric.update(pred, label)
         return {"pred": pred}
 
+    def _eval_layout(self) -> None:
+        """The network in NCHW for evaluation (channels_last gives other last bits); back in training."""
+        if self.hp.channels_last and not self._nchw:
+            self.model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+            self._nchw = True
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         return self._evaluate(batch, self.val_metric)
 
@@ -292,12 +298,6 @@ class SegmentationModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.val_results = self._log_results("val", self.val_metric)
-
-    def _eval_layout(self) -> None:
-        """The network in NCHW for evaluation (channels_last gives other last bits); back in training."""
-        if self.hp.channels_last and not self._nchw:
-            self.model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-            self._nchw = True
 
     def on_test_epoch_end(self) -> None:
         self.test_results = self._log_results("test", self.test_metric)
