@@ -130,8 +130,15 @@ class CatMaxRandomCrop(A.DualTransform):
         return y1, min(y1 + self.crop_size[0], height), x1, min(x1 + self.crop_size[1], width)
 
     def accepts(self, label_crop: np.ndarray) -> bool:
-        """mmseg's test: >1 non-ignore class and the largest under cat_max_ratio of non-ignore pixels."""
-        counts = np.bincount(label_crop.ravel(), minlength=256)
+        """mmseg's test: >1 non-ignore class and the largest under cat_max_ratio of non-ignore pixels.
+
+        The class counts come from OpenCV's histogram (exact integers in float32 below 2**24 pixels, several
+        times faster than `np.bincount` on a crop view), else from `np.bincount`.
+        """
+        if label_crop.dtype == np.uint8 and label_crop.ndim == 2 and 0 < label_crop.size < 2**24:
+            counts = cv2.calcHist([label_crop], [0], None, [256], [0, 256]).ravel().astype(np.int64)
+        else:
+            counts = np.bincount(np.asarray(label_crop).ravel(), minlength=256)
         if 0 <= self.ignore_index < counts.size:
             counts[self.ignore_index] = 0
         present = counts[counts > 0]
@@ -163,6 +170,16 @@ class CatMaxRandomCrop(A.DualTransform):
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("crop_size", "cat_max_ratio", "ignore_index", "max_checks")
+
+
+_IDENTITY = np.arange(256, dtype=np.uint8)
+
+
+def _one_channel_lut(channel: int, lut: np.ndarray) -> np.ndarray:
+    """A (1, 256, 3) LUT applying `lut` to one channel and leaving the other two as they are."""
+    table = np.repeat(_IDENTITY[:, None], 3, axis=1)
+    table[:, channel] = lut
+    return table.reshape(1, 256, 3)
 
 
 def _affine_lut(alpha: float, beta: float) -> np.ndarray:
@@ -257,15 +274,13 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
             lut = contrast if lut is None else contrast[lut]  # x -> contrast(brightness(x)), the same bytes
         if lut is not None:
             img = cv2.LUT(img, lut)
-        if saturation is not None:
+        if saturation is not None:  # S scaled: one LUT pass over H, S, V with H and V unchanged
             hsv = cv2.cvtColor(img, to_hsv)
-            hsv[..., 1] = cv2.LUT(hsv[..., 1], _affine_lut(saturation, 0.0))
-            img = cv2.cvtColor(hsv, from_hsv)
+            img = cv2.cvtColor(cv2.LUT(hsv, _one_channel_lut(1, _affine_lut(saturation, 0.0))), from_hsv)
         if hue is not None:
             hsv = cv2.cvtColor(img, to_hsv)
             hue_lut = ((np.arange(256) + hue) % 180).astype(np.uint8)  # H is 0..179 for uint8 images
-            hsv[..., 0] = cv2.LUT(hsv[..., 0], hue_lut)
-            img = cv2.cvtColor(hsv, from_hsv)
+            img = cv2.cvtColor(cv2.LUT(hsv, _one_channel_lut(0, hue_lut)), from_hsv)
         if contrast_last is not None:
             img = cv2.LUT(img, _affine_lut(contrast_last, 0.0))
         return img
@@ -291,28 +306,86 @@ def _normalize_table(order: str) -> np.ndarray:
     return np.ascontiguousarray(table, dtype=np.float32).reshape(1, 256, 3)
 
 
+def _apply_keeping_layout(
+    transform: A.BasicTransform, params: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """albumentations' `apply_with_params` but for the image, which keeps the (3, H, W)-backed layout
+    `NormalizeToRGB` gives it (albumentations would copy it into HWC order before and after each step)."""
+    image = kwargs.pop("image", None)
+    res = A.BasicTransform.apply_with_params(transform, params, *args, **kwargs)
+    if image is not None:
+        res["image"] = transform.apply(image, **params)
+    return res
+
+
 class NormalizeToRGB(A.ImageOnlyTransform):
     """mmseg's data preprocessor: BGR (or, with `input_order="rgb"`, RGB) uint8 -> RGB float32,
     (x - mean) / std with the RGB statistics (docs/reproduction.md#augmentation).
 
     A uint8 channel has 256 values, so `normalize`'s float32 arithmetic is done once per value and channel
-    and applied as a lookup table (cv2.LUT): the same floats, bit for bit, several times faster. Other
-    dtypes go through `normalize` itself.
+    and applied as a lookup table (cv2.LUT): the same floats, bit for bit, several times faster. Each
+    channel is written into its own plane of a (3, H, W) array and the result is that array seen as
+    (H, W, 3): the item's CHW tensor then needs no strided copy (`make_item`'s transpose is contiguous).
+    Other dtypes go through `normalize` itself.
     """
 
     def __init__(self, input_order: str = "bgr", p: float = 1.0) -> None:
         super().__init__(p=p)
         self.input_order = _order(input_order)
-        self._table = _normalize_table(self.input_order)
+        table = _normalize_table(self.input_order)[0]  # (256, 3), channels in input order
+        self._tables = [np.ascontiguousarray(table[:, c]).reshape(1, 256) for c in range(3)]
 
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or 0 in img.shape:
             return normalize(img, bgr=self.input_order == "bgr")
-        out = cv2.LUT(img, self._table)
-        return out if self.input_order == "rgb" else cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
+        out = np.empty((3, img.shape[0], img.shape[1]), dtype=np.float32)
+        for c, plane in enumerate(cv2.split(img)):
+            rgb = c if self.input_order == "rgb" else 2 - c
+            written = cv2.LUT(plane, self._tables[c], dst=out[rgb])
+            if not np.shares_memory(written, out[rgb]):  # OpenCV may allocate instead of writing into dst
+                out[rgb] = written
+        return out.transpose(1, 2, 0)
+
+    def apply_with_params(self, params: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return _apply_keeping_layout(self, params, args, kwargs)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("input_order",)
+
+
+class PadIfNeeded(A.PadIfNeeded):
+    """albumentations' `PadIfNeeded` (same parameters, same draws, same pixels) that keeps the image in the
+    (3, H, W) memory `NormalizeToRGB` writes: nothing is copied when no padding is needed, and a padded
+    image is written straight into CHW memory, so the item's tensor needs no strided copy. Other border
+    modes, fills and layouts are albumentations' own."""
+
+    def apply(
+        self,
+        img: np.ndarray,
+        pad_top: int = 0,
+        pad_bottom: int = 0,
+        pad_left: int = 0,
+        pad_right: int = 0,
+        **params: Any,
+    ) -> np.ndarray:
+        fill = self.fill
+        if (
+            img.ndim != 3
+            or self.border_mode != cv2.BORDER_CONSTANT
+            or not isinstance(fill, int | float)
+            or img.dtype != np.float32
+        ):
+            return super().apply(img, pad_top, pad_bottom, pad_left, pad_right, **params)
+        if pad_top == pad_bottom == pad_left == pad_right == 0:
+            return img
+        h, w, c = img.shape
+        out = np.empty((c, h + pad_top + pad_bottom, w + pad_left + pad_right), dtype=img.dtype)
+        out.fill(fill)
+        out[:, pad_top : pad_top + h, pad_left : pad_left + w] = img.transpose(2, 0, 1)
+        return out.transpose(1, 2, 0)
+
+    def apply_with_params(self, params: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return _apply_keeping_layout(self, params, args, kwargs)
 
 
 def build_train_transform(
@@ -344,7 +417,7 @@ def build_train_transform(
         steps.append(PhotoMetricDistortion(input_order=input_order))
     steps += [
         NormalizeToRGB(input_order=input_order),
-        A.PadIfNeeded(
+        PadIfNeeded(
             min_height=crop_h,
             min_width=crop_w,
             position="top_left",

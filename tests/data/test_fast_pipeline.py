@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import albumentations as A
 import cv2
 import numpy as np
 import pytest
@@ -20,8 +21,10 @@ from bisenet_pl.data.cityscapes import CityscapesDataset, find_samples, load_ima
 from bisenet_pl.data.preprocess import normalize
 from bisenet_pl.data.synthetic import make_synthetic_cityscapes
 from bisenet_pl.data.transforms import (
+    CatMaxRandomCrop,
     NormalizeToRGB,
     PhotoMetricDistortion,
+    RandomResize,
     _affine_lut,
     build_test_transform,
     build_train_transform,
@@ -34,6 +37,11 @@ def root(tmp_path_factory):
     return make_synthetic_cityscapes(
         tmp_path_factory.mktemp("fast") / "cs", n_train=3, n_val=0, n_test=0, height=256, width=512, seed=3
     )
+
+
+def _bits(x: np.ndarray) -> np.ndarray:
+    """float32 values as their bit patterns (exact comparison, -0.0 vs 0.0 and NaNs included)."""
+    return np.ascontiguousarray(x).view(np.uint32)
 
 
 def _reference_label(sample) -> np.ndarray:
@@ -88,7 +96,7 @@ def test_normalize_table_gives_normalize_floats():
         got = NormalizeToRGB(input_order=order).apply(image)
         want = normalize(image, bgr=order == "bgr")
         assert got.dtype == np.float32 and got.shape == want.shape
-        assert np.array_equal(got.view(np.uint32), want.view(np.uint32))  # bit for bit
+        assert np.array_equal(_bits(got), _bits(want))  # bit for bit
     crop = image[3:30, 5:40]  # a non-contiguous view, as after the crop
     assert np.array_equal(NormalizeToRGB().apply(crop), normalize(crop, bgr=True))
 
@@ -150,7 +158,7 @@ def test_rgb_pipeline_gives_the_bgr_pipeline_output_per_seed(root):
             a = bgr_pipe(image=bgr, mask=label)
             b = rgb_pipe(image=rgb, mask=label)
             assert np.array_equal(a["mask"], b["mask"])
-            assert np.array_equal(a["image"].view(np.uint32), b["image"].view(np.uint32))
+            assert np.array_equal(_bits(a["image"]), _bits(b["image"]))
     test_bgr, test_rgb = build_test_transform((512, 256)), build_test_transform((512, 256), input_order="rgb")
     assert np.array_equal(test_bgr(image=bgr)["image"], test_rgb(image=rgb)["image"])
 
@@ -163,3 +171,71 @@ def test_dataset_items_equal_through_either_order(root):
     for i in range(len(rgb)):
         a, b = rgb[i], bgr[i]
         assert a["image"].equal(b["image"]) and a["label"].equal(b["label"])
+
+
+class _BincountCrop(CatMaxRandomCrop):
+    """The crop's acceptance test as it was: `np.bincount` over the crop."""
+
+    def accepts(self, label_crop: np.ndarray) -> bool:
+        counts = np.bincount(label_crop.ravel(), minlength=256)
+        counts[self.ignore_index] = 0
+        present = counts[counts > 0]
+        return present.size > 1 and present.max() / present.sum() < self.cat_max_ratio
+
+
+class _StepByStepPhotometric(PhotoMetricDistortion):
+    def apply(self, img, brightness=None, contrast_first=None, saturation=None, hue=None, contrast_last=None,
+              **params):  # fmt: skip
+        return _two_step_photometric(img, brightness, contrast_first, saturation, hue, contrast_last)
+
+
+class _ReferenceNormalize(A.ImageOnlyTransform):
+    def apply(self, img, **params):
+        return normalize(img, bgr=True)
+
+
+def _reference_pipeline(crop: tuple[int, int], scale: tuple[int, int]) -> A.Compose:
+    """The train pipeline as it was before the speedups: bincount crop test, photometric steps one by one,
+    `normalize`, albumentations' own PadIfNeeded (the same random draws in the same order)."""
+    return A.Compose([
+        RandomResize(scale=scale),
+        _BincountCrop(crop_size=crop),
+        A.HorizontalFlip(p=0.5),
+        _StepByStepPhotometric(),
+        _ReferenceNormalize(p=1.0),
+        A.PadIfNeeded(min_height=crop[0], min_width=crop[1], position="top_left",
+                      border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=255),
+    ])  # fmt: skip
+
+
+def test_train_pipeline_output_per_seed_equals_the_reference_pipeline(root):
+    samples = find_samples(root, "train")
+    crop, scale = (160, 160), (512, 256)  # crops smaller than the image (some padded: r < 0.625)
+    ours = build_train_transform(scale=scale, crop_size=crop, input_order="rgb")
+    reference = _reference_pipeline(crop, scale)
+    padded = 0
+    for i, sample in enumerate(samples):
+        bgr, rgb, label = load_image(sample.image), load_image(sample.image, "rgb"), load_label(sample)
+        for seed in range(25):
+            seed_transform(ours, [seed, i])
+            seed_transform(reference, [seed, i])
+            a, b = ours(image=rgb, mask=label), reference(image=bgr, mask=label)
+            assert np.array_equal(a["mask"], b["mask"]), seed
+            assert a["image"].shape == b["image"].shape == (*crop, 3)
+            assert np.array_equal(_bits(a["image"]), _bits(b["image"])), seed
+            padded += bool((b["mask"][-1] == 255).all())
+            chw = a["image"].transpose(2, 0, 1)
+            assert chw.flags.c_contiguous  # the item's tensor needs no copy
+    assert padded > 0  # the padded case was met
+
+
+def test_crop_acceptance_counts_like_bincount():
+    rng = np.random.default_rng(3)
+    ours, reference = CatMaxRandomCrop(), _BincountCrop()
+    for _ in range(200):
+        k = int(rng.integers(1, 5))
+        classes = rng.choice([0, 1, 2, 5, 13, 18, 255], size=k, replace=False)
+        weights = rng.dirichlet(np.ones(k))
+        label = rng.choice(classes, size=(64, 80), p=weights).astype(np.uint8)
+        view = label[3:60, 5:70]
+        assert ours.accepts(view) == reference.accepts(view)
