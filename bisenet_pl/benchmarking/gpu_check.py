@@ -123,7 +123,8 @@ def train_command(row: str, plan: Plan, data: Path, run_dir: Path, devices: int 
         sys.executable,
         "-m",
         "bisenet_pl.train",
-        f"experiment={row}",
+        f"experiment={row.partition('+')[0]}",  # "4x4+compile": the 4x4 row with module.compile=true
+        *(["module.compile=true"] if row.endswith("+compile") else []),
         f"data.root={data}",
         f"data.synthetic_root={data}",
         f"data.num_workers={plan.workers}",
@@ -164,7 +165,7 @@ def row_result(row: str, plan: Plan, recorded: dict[str, Any], batch: int) -> di
         "s_per_iter": round(step + wait, 4),
         "data_wait_share": round(wait / (step + wait), 3) if step + wait > 0 else None,
         "peak_gb": None if recorded["peak_gb"] is None else round(recorded["peak_gb"], 2),
-        "mmseg_gb": MMSEG_MEMORY_GB[row],
+        "mmseg_gb": MMSEG_MEMORY_GB.get(row.partition("+")[0]),
         "loss_first": round(statistics.mean(loss[:k]), 4),
         "loss_last": round(statistics.mean(loss[-k:]), 4),
         "loss_finite": finite,
@@ -174,8 +175,9 @@ def row_result(row: str, plan: Plan, recorded: dict[str, Any], batch: int) -> di
 
 def run_row(row: str, plan: Plan, data: Path, out: Path, timeout: float) -> dict[str, Any]:
     run_dir = out / "rows" / row
-    batch = 8 if row == "4x8" else 4
+    batch = 8 if row.startswith("4x8") else 4
     started = time.perf_counter()
+    timeout *= 3 if row.endswith("+compile") else 1  # torch.compile's first steps compile the network
     proc = subprocess.run(
         train_command(row, plan, data, run_dir), capture_output=True, text=True, timeout=timeout
     )
@@ -358,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"[gpu_check] data ready in {time.perf_counter() - t0:.0f} s", flush=True)
     rows = []
-    for row in args.rows.split(","):
+    # s/iteration with torch.compile (module.compile=true) beside the eager 4x4 row, on a GPU
+    extra = ["4x4+compile"] if plan.accelerator == "gpu" and "4x4" in args.rows.split(",") else []
+    for row in [*args.rows.split(","), *extra]:
         rows.append(run_row(row, plan, data, out, args.timeout))
         print(f"[gpu_check] {json.dumps(rows[-1])[:300]}", flush=True)
     device = "cuda" if plan.accelerator == "gpu" else "cpu"
