@@ -135,7 +135,7 @@ test-fast: install
 test-slurm: install
 	$(PY) -m pytest -q -m slurm tests
 
-bench: install
+bench: install parity-env
 	$(PY) benchmarks/run_all.py
 	$(PY) benchmarks/deploy.py
 

@@ -7,7 +7,10 @@ Runs, each in a fresh process (so one benchmark's allocations and threads do not
 1. `benchmarks/data_pipeline.py`: train-pipeline throughput vs PNG decoding alone (one thread);
 2. `benchmarks/inference_speed.py`: the plain fp32 eager model (unfused, NCHW, as mmseg runs it) against
    every fast path and ONNX Runtime, at 512x1024 and 1024x2048, full predict path, interleaved;
-3. `benchmarks/train_step.py`: seconds per training iteration, Lightning vs a plain PyTorch loop.
+3. `benchmarks/train_step.py`: seconds per training iteration, Lightning vs a plain PyTorch loop;
+4. `benchmarks/train_vs_mmseg.py`: time to train against mmseg 1.2.2 in the same run (the parity venv,
+   `make parity-env`): the data pipeline per core from the PNGs and from the decoded-frame cache, and the
+   training step; `experiments/bench_train.md` / `.json`.
 
 Each script writes its `experiments/bench_*.json`; this one adds `experiments/bench_summary.md` (the
 Markdown tables for the README) and `bench_summary.json`. Fewer images and repeats than mmseg's 200
@@ -118,11 +121,24 @@ def main(argv: list[str] | None = None) -> None:
         data = run("data_pipeline.py", *outputs["data_pipeline"])
         inference = run("inference_speed.py", *inference_args, *outputs["inference"])
         train = run("train_step.py", *outputs["train_step"])
+    versus = ["--out-dir", str(out)] + (["--frames", "1", "--rounds", "1", "--iters", "1", "--crop", "128"]
+                                        if args.quick else [])  # fmt: skip
+    mmseg_train = run("train_vs_mmseg.py", *versus)
     text = summary_markdown(inference, train, data)
+    text += "\n" + (out / "bench_train.md").read_text()
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_summary.md").write_text(text)
     (out / "bench_summary.json").write_text(
-        json.dumps({"inference": inference, "train_step": train, "data_pipeline": data}, indent=2) + "\n"
+        json.dumps(
+            {
+                "inference": inference,
+                "train_step": train,
+                "data_pipeline": data,
+                "train_vs_mmseg": mmseg_train,
+            },  # fmt: skip
+            indent=2,
+        )
+        + "\n"
     )
     print("\n" + "=" * 100 + "\n" + text)
     print(f"make bench: {time.perf_counter() - t0:.0f} s; results in {out}/bench_*.json, table in "
