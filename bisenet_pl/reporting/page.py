@@ -17,7 +17,9 @@ td, th { border: 1px solid #ddd; padding: 3px 8px; } th { background: #f3f3f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .missing { background: #fff4e0; border-left: 4px solid #f0a020; padding: 6px 12px; margin: 8px 0; }
 .note { color: #666; font-size: 13px; }
-figure { display: inline-block; margin: 6px 12px 6px 0; vertical-align: top; }
+figure { display: inline-block; margin: 6px 8px 6px 0; vertical-align: top; max-width: 49%; }
+figure.wide { display: block; max-width: 100%; }
+#fig-confusion_matrix { max-width: 780px; }
 figcaption { font-size: 12px; color: #555; }
 img { max-width: 100%; }
 code, pre { background: #f6f6f6; font-size: 12px; } pre { padding: 8px; white-space: pre-wrap; }
@@ -57,14 +59,16 @@ class Page:
     def note(self, text: str) -> None:
         self.parts.append(f'<p class="note">{esc(text)}</p>')
 
-    def figure(self, name: str, png: bytes, caption: str) -> None:
+    def figure(self, name: str, png: bytes, caption: str, wide: bool = False) -> None:
         self.figures_dir.mkdir(parents=True, exist_ok=True)
         path = self.figures_dir / f"{name}.png"
         path.write_bytes(png)
         self.figures[name] = path
         data = base64.b64encode(png).decode("ascii")
+        wide_class = ' class="wide"' if wide else ""
         self.parts.append(
-            f'<figure id="fig-{esc(name)}"><img alt="{esc(caption)}" src="data:image/png;base64,{data}">'
+            f'<figure id="fig-{esc(name)}"{wide_class}>'
+            f'<img alt="{esc(caption)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{esc(caption)} (<code>{esc(self.figures_dir.name)}/{esc(name)}.png</code>)"
             "</figcaption></figure>"
         )

@@ -144,7 +144,9 @@ def _confusion(page: Page, run: RunFolder) -> None:
         "rows: label, columns: prediction; each row divided by the class's labelled pixels "
         f"(raw counts in confusion_matrix.csv; {int(counts.sum())} labelled pixels)"
     )
-    page.figure("confusion_matrix", figures.confusion_heatmap(names, counts), "normalised confusion matrix")
+    page.figure(
+        "confusion_matrix", figures.confusion_heatmap(names, counts), "normalised confusion matrix", True
+    )
     rows = [[name, f"{int(counts[i].sum())}"] for i, name in enumerate(names)]
     page.add("<details><summary>labelled pixels per class (row sums)</summary>")
     page.table(["class", "labelled pixels"], rows, "row-sums")
@@ -171,7 +173,7 @@ def _samples(
         "label, darkened image = right."
     )
     page.figure("val_samples", figures.sample_grid(panels, palette or PALETTE, ignore_index),
-                "val images: image, ground truth, prediction, error map")  # fmt: skip
+                "val images: image, ground truth, prediction, error map", True)  # fmt: skip
 
 
 def _provenance(
