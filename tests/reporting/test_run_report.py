@@ -30,7 +30,7 @@ def bf16_run(tiny_data, tmp_path_factory) -> Path:
     # The demo's precision and memory format (tiny_train_args asks for fp32): the final test must still
     # equal `evaluate`'s fp32 table.
     args = [a for a in args if not a.startswith(("trainer.precision=", "logger="))]
-    args += ["trainer.precision=bf16-mixed", "module.channels_last=true", "logger=tensorboard"]
+    args += ["trainer.precision=bf16-mixed", "module.channels_last=true", "logger=[tensorboard,wandb]"]
     proc = subprocess.run([sys.executable, "-m", "bisenet_pl.train", *args], cwd=root, env=cli_env(),
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -130,7 +130,8 @@ def test_the_page_names_command_checkpoint_config_and_machine(bf16_run: Path) ->
     page = (bf16_run / "report.html").read_text()
     command = html.unescape(re.search(r'<pre id="command">(.*?)</pre>', page, re.S).group(1))
     assert (
-        command.startswith("python -m bisenet_pl.train experiment=demo") and "logger=tensorboard" in command
+        command.startswith("python -m bisenet_pl.train experiment=demo")
+        and "'logger=[tensorboard,wandb]'" in command  # quoted as a shell needs it
     )
     assert html.unescape(re.search(r'<code id="checkpoint">(.*?)</code>', page).group(1)) == str(
         bf16_run / "checkpoints" / "last.ckpt"
@@ -168,3 +169,16 @@ def test_the_report_command_changes_nothing_else(bf16_run: Path, run_cli) -> Non
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith(f"report: {bf16_run / 'report.html'}")
     assert _tree(bf16_run) == before
+
+
+def test_the_wandb_run_gets_the_confusion_matrix(bf16_run: Path) -> None:
+    from _wandb_records import history
+
+    run_id = (bf16_run / "wandb_run_id.txt").read_text().strip()
+    run_file = next((bf16_run / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+    row = next(r for r in history(run_file) if "test/confusion_counts.path" in r)
+    assert row["test/confusion_matrix._type"] == "image-file" and row["test/confusion_matrix.width"] > 0
+    table = json.loads((run_file.parent / "files" / row["test/confusion_counts.path"]).read_text())
+    results = json.loads((bf16_run / "results.json").read_text())["results"]
+    assert table["columns"] == ["label", *results["per_class"]]
+    assert [r[1:] for r in table["data"]] == results["confusion_matrix"]
