@@ -61,12 +61,9 @@ def test_browse_draws_the_datamodules_own_samples(tiny_data: Path, tmp_path: Pat
     assert len(own) == 6 and any((s.label != 255).any() for s in own)
     _check_tiles(tmp_path / "s3" / "browse_train.png", own, dm)
     _check_tiles(tmp_path / "s3" / "browse_test.png", test_samples(dm, 6), dm)
-    # The seed decides the grid: the same seed repeats it, another one changes it.
-    _browse(run_cli, tmp_path / "again", *data, "seed=3")
-    _browse(run_cli, tmp_path / "s4", *data, "seed=4")
-    first = (tmp_path / "s3" / "browse_train.png").read_bytes()
-    assert (tmp_path / "again" / "browse_train.png").read_bytes() == first
-    assert (tmp_path / "s4" / "browse_train.png").read_bytes() != first
+    # The seed decides the grid: another seed draws other samples.
+    other = _own_train_samples(CityscapesDataModule(tiny_data, seed=4, synthetic_root=tiny_data, **KW), 6)
+    assert any(not np.array_equal(a.label, b.label) for a, b in zip(own, other, strict=True))
 
 
 def test_browse_on_a_folder_dataset_uses_its_classes_and_palette(tmp_path: Path, run_cli) -> None:
