@@ -170,7 +170,8 @@ def sweep_bars(groups: Sequence[dict[str, Any]]) -> bytes:
         ax.scatter([x] * len(g["values"]), g["values"], color="black", s=12, zorder=3)
     ax.set_xticks(range(len(groups)), [_wrap(g["config"]) for g in groups], fontsize=7)
     ax.set_ylabel("final mIoU (%)")
-    ax.set_title("final mIoU per configuration: mean ± std over seeds (dots: each job)")
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    ax.set_title("final mIoU: mean ± std over seeds (dots: jobs)")
     ax.grid(axis="y", alpha=0.3)
     return png_bytes(fig)
 
