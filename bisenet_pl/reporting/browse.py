@@ -140,3 +140,24 @@ def shrink(sample: Sample, max_side: int) -> Sample:
         cv2.resize(sample.image, size, interpolation=cv2.INTER_AREA),
         cv2.resize(sample.label, size, interpolation=cv2.INTER_NEAREST),
     )
+
+
+def datamodule_for(data: str, options: dict[str, Any], seed: int) -> Any:
+    """The DataModule `train data=<data> data.<key>=<value>` builds: Cityscapes (the synthetic set generated
+    into its default root only, as the config does) or a folder dataset with its preset."""
+    from pathlib import Path
+
+    options = {**options, "seed": seed}
+    if data == "cityscapes":
+        from bisenet_pl.data.datamodule import CityscapesDataModule
+
+        default = Path("data") / "synthetic_cityscapes"
+        options.setdefault("root", default)
+        options.setdefault("synthetic_root", default)
+        return CityscapesDataModule(**options)
+    from bisenet_pl.data.folder_datamodule import FolderDataModule
+    from bisenet_pl.errors import DatasetError
+
+    if "root" not in options:
+        raise DatasetError(f"data={data} needs its folder: add data.root=<folder>")
+    return FolderDataModule(preset=data, **options)

@@ -17,7 +17,7 @@ KW = {"crop_size": (64, 64), "scale": (128, 64), "test_scale": (128, 64), "num_w
 
 
 def _browse(run_cli, out: Path, *args: str) -> None:
-    proc = run_cli("bisenet_pl.data.browse", *SIZES, "n=6", "columns=3", f"hydra.run.dir={out}", *args)
+    proc = run_cli("bisenet_pl.data.browse", *SIZES, "--n", "6", "--columns", "3", "--out", str(out), *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"train: {out / 'browse_train.png'}" in proc.stdout
 
@@ -55,7 +55,7 @@ def test_browse_draws_the_datamodules_own_samples(tiny_data: Path, tmp_path: Pat
     from bisenet_pl.reporting.browse import test_samples
 
     data = [f"data.root={tiny_data}", f"data.synthetic_root={tiny_data}"]
-    _browse(run_cli, tmp_path / "s3", *data, "seed=3")
+    _browse(run_cli, tmp_path / "s3", *data, "--seed", "3")
     dm = CityscapesDataModule(tiny_data, seed=3, synthetic_root=tiny_data, **KW)
     own = _own_train_samples(dm, 6)
     assert len(own) == 6 and any((s.label != 255).any() for s in own)
@@ -71,7 +71,7 @@ def test_browse_on_a_folder_dataset_uses_its_classes_and_palette(tmp_path: Path,
     from bisenet_pl.data.synthetic.layouts import make_layout_dataset
 
     root = make_layout_dataset("five", tmp_path / "five", n_train=6, n_val=2, height=64, width=128)
-    _browse(run_cli, tmp_path / "out", "data=folder", f"data.root={root}", "seed=1")
+    _browse(run_cli, tmp_path / "out", "data=folder", f"data.root={root}", "--seed", "1")
     dm = FolderDataModule(root, seed=1, **KW)
     assert dm.num_classes == 5
     _check_tiles(tmp_path / "out" / "browse_train.png", _own_train_samples(dm, 6), dm)
@@ -80,3 +80,10 @@ def test_browse_on_a_folder_dataset_uses_its_classes_and_palette(tmp_path: Path,
     val = test_samples(dm, 6)
     assert len(val) == 2
     _check_tiles(tmp_path / "out" / "browse_test.png", val, dm)
+
+
+def test_browse_refuses_a_bad_argument_in_one_line(run_cli) -> None:
+    proc = run_cli("bisenet_pl.data.browse", "data=folder", "n=3")
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: unknown argument 'n=3': give data=<preset> or data.<key>=<value>"
+    ), proc.stderr
