@@ -81,7 +81,7 @@ def _frame_bytes(height: int, width: int, labelled: bool) -> int:
 
 
 def _gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
+    return f"{n / 2**30:.3g} GiB"
 
 
 def _reference_image_rgb(path: Path) -> np.ndarray | None:
