@@ -49,11 +49,12 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import torch
 
 from bisenet_pl.benchmarking.frames import parse_size, synthetic_frames
-from bisenet_pl.benchmarking.timing import command_line, percentile, portable
+from bisenet_pl.benchmarking.timing import command_line, portable
+from bisenet_pl.deploy.runtime.onnxruntime import LowResOnnxNet, onnxruntime_available
 from bisenet_pl.hardware import cpu_has_native_bf16, machine_info
 from bisenet_pl.inference.accelerate import FastNet, FastOptions, check_size_for, fastest_net
+from bisenet_pl.inference.latency import latency_ms
 from bisenet_pl.inference.modes import InferenceConfig, predict_labels
-from bisenet_pl.inference.onnx import LowResOnnxNet, onnxruntime_available
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,13 +95,14 @@ def build_paths(
             opts = FastOptions(fuse=True, channels_last=True, precision="bf16", scope=scope)
             paths[opts.name + " + fast argmax"] = (FastNet(model, opts), True)
     if onnxruntime_available():
-        from bisenet_pl.inference.onnx import OnnxNet, export_onnx
+        from bisenet_pl.deploy.export.onnx import export_onnx, low_res_onnx_net
+        from bisenet_pl.deploy.runtime.onnxruntime import OnnxNet
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             onnx_path = export_onnx(model, workdir / "model.onnx", exporter=exporter)
         paths[f"onnxruntime fp32 (exported file, {exporter})"] = (OnnxNet(onnx_path), False)
-        paths[LowResOnnxNet.name + " + fast argmax"] = (OnnxNet.from_model(model), True)
+        paths[LowResOnnxNet.name + " + fast argmax"] = (low_res_onnx_net(model), True)
     return paths
 
 
@@ -150,7 +152,7 @@ def run_size(
     for name, ts in times.items():
         rows[name] = {
             "median_ms": round(1000 * statistics.median(ts), 1),
-            "p90_ms": round(1000 * percentile(ts, 90), 1),
+            "p90_ms": round(latency_ms(ts)["p90"], 1),
             "fps": round(len(ts) / sum(ts), 3),
             "ratio": round(statistics.median(t / t0 for t, t0 in zip(ts, ref, strict=True)), 3),
             "ratio_of_medians": round(statistics.median(ts) / statistics.median(ref), 3),

@@ -18,14 +18,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bisenet_pl.cli import CONFIG_PATH, hydra_output_dir, keyword_options, quiet_environment, readable_errors
+from bisenet_pl.cli import (
+    CONFIG_PATH,
+    hydra_output_dir,
+    keyword_options,
+    quiet_environment,
+    readable_errors,
+    require_same_classes,
+)
 
 quiet_environment()
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-from bisenet_pl.errors import ConfigError  # noqa: E402
 
 log = logging.getLogger("bisenet_pl.evaluate")
 
@@ -36,11 +41,12 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from torch.utils.data import DataLoader, Subset
 
+    from bisenet_pl.data.preprocess import test_box
     from bisenet_pl.data.transforms import build_test_transform
     from bisenet_pl.evaluation.metrics import SegmentationMetric, format_results_table, results_to_jsonable
     from bisenet_pl.hardware import machine_info, resolve_device
     from bisenet_pl.inference.backends import load_net
-    from bisenet_pl.inference.modes import InferenceConfig, segment
+    from bisenet_pl.inference.modes import InferenceConfig, require_logits, segment
 
     device = resolve_device(str(cfg.device))
     loaded = load_net(cfg.ckpt, str(cfg.backend), device)
@@ -54,20 +60,11 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     )
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
-    test_scale = (
-        (meta.get("test_scale") or (2048, 1024)) if cfg.test_scale == "checkpoint" else cfg.test_scale
-    )
-    inference.box = tuple(test_scale)
+    test_scale = test_box(meta, cfg.test_scale)
+    inference.box = test_scale
     inference.warn_if_slide_is_whole()
-    from bisenet_pl.inference.baked import require_logits
-
     require_logits(net, inference, cfg.ckpt)
-    if int(datamodule.num_classes) != len(classes):
-        raise ConfigError(
-            f"{cfg.ckpt} predicts {len(classes)} classes ({', '.join(classes[:5])}, ...) but the data has "
-            f"{datamodule.num_classes} ({', '.join(datamodule.class_names[:5])}, ...): evaluate it on its "
-            "own dataset (data=... data.root=...)"
-        )
+    require_same_classes(cfg.ckpt, classes, datamodule, "evaluate it")
     dataset: Any = datamodule.make_dataset(
         cfg.split, build_test_transform(tuple(test_scale)), inference.is_multi_pass, True
     )

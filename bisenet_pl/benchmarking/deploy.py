@@ -30,9 +30,10 @@ import numpy as np
 import torch
 
 from bisenet_pl.data.preprocess import MEAN, STD, preprocess
+from bisenet_pl.deploy.export.quantize import DEFAULT_MAX_MIOU_DROP
+from bisenet_pl.deploy.runtime.base import returns_labels, takes_uint8
 from bisenet_pl.evaluation.agreement import label_agreement
 from bisenet_pl.inference.modes import Net, predict_labels, segment
-from bisenet_pl.inference.quantize import DEFAULT_MAX_MIOU_DROP
 
 if TYPE_CHECKING:
     from bisenet_pl.models.segmentor import Segmentor
@@ -110,7 +111,7 @@ def loaded_path(name: str, gate: str, source: Any, backend: str) -> DeployPath |
         return Unavailable(name, gate, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
     net = loaded.net
     native = getattr(net, "native", None)
-    if callable(native) and getattr(net, "takes_uint8", False) and getattr(net, "returns_labels", False):
+    if callable(native) and takes_uint8(net) and returns_labels(net):
         layout = net.contract.layout  # type: ignore[attr-defined]
 
         def run(rgb: np.ndarray) -> torch.Tensor:

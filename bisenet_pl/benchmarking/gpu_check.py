@@ -219,7 +219,7 @@ def run_fps(plan: Plan, device: str) -> list[dict[str, Any]]:
         )
         try:
             result = run_inference_benchmark(spec)
-            rows.append({"path": name, "fps": result["fps"], "latency_ms_p50": result["latency_ms_p50"]})
+            rows.append({"path": name, "fps": result["fps"], "latency_ms_p50": result["latency_ms"]["p50"]})
         except Exception as err:  # one path failing (e.g. no compiler) must not lose the others
             rows.append({"path": name, "error": f"{type(err).__name__}: {err}"[:300]})
     return rows

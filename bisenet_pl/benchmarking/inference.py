@@ -10,11 +10,12 @@ from typing import Any
 import torch
 
 from bisenet_pl.benchmarking.frames import dataset_frames, synthetic_frames
-from bisenet_pl.benchmarking.timing import make_predict_fn, peak_rss_mb, summarize, time_calls
+from bisenet_pl.benchmarking.timing import make_predict_fn, peak_rss_mb, time_calls
 from bisenet_pl.errors import ConfigError
 from bisenet_pl.evaluation.agreement import label_agreement
 from bisenet_pl.hardware import machine_info
 from bisenet_pl.inference.backends import PLAIN, load_net
+from bisenet_pl.inference.latency import latency_ms
 from bisenet_pl.inference.modes import predict_labels
 
 
@@ -88,7 +89,8 @@ def run_inference_benchmark(spec: InferenceBenchmark, command: str = "") -> dict
                 (predict_labels(model, x).cpu() for x in some), (predict_fn(x) for x in some)
             )
 
-    stats = summarize(times)
+    fps = len(times) / sum(times) if times else float("nan")
+    latency = latency_ms(times)
     macs = params = None
     if model is not None:
         counts = count_parameters(model)
@@ -106,7 +108,8 @@ def run_inference_benchmark(spec: InferenceBenchmark, command: str = "") -> dict
         "warmup": spec.warmup,
         "repeats": spec.repeats,
         "timed_region": "predict(net, image) incl. x8 bilinear upsample + argmax, labels copied to host",
-        **{k: round(v, 3) for k, v in stats.items()},
+        "fps": round(fps, 3),
+        "latency_ms": {k: round(v, 3) for k, v in latency.items()},
         "memory": memory,
         "parameters": params,
         "gmacs": None if macs is None else round(macs / 1e9, 2),
@@ -123,8 +126,8 @@ def run_inference_benchmark(spec: InferenceBenchmark, command: str = "") -> dict
         else f"peak RSS {memory['peak_rss_mb']:.0f} MB"
     )
     print(
-        f"{path_name}: {stats['fps']:.2f} fps, latency p50 {stats['latency_ms_p50']:.1f} ms, "
-        f"p90 {stats['latency_ms_p90']:.1f} ms, {mem}"
+        f"{path_name}: {fps:.2f} fps, latency p50 {latency['p50']:.1f} ms, "
+        f"p90 {latency['p90']:.1f} ms, {mem}"
         + (f", {params / 1e6:.2f} M params, {macs / 1e9:.2f} GMACs" if macs is not None and params else "")
         + (f", argmax agreement with fp32 eager {100 * agreement:.3f} %" if agreement is not None else "")
     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import resource
 import shlex
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -60,28 +59,6 @@ def time_calls(
         synchronize(device)
         times.append(time.perf_counter() - t0)
     return times
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolation percentile (numpy's default), without numpy."""
-    s = sorted(values)
-    if not s:
-        return float("nan")
-    pos = (len(s) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
-def summarize(times: Sequence[float]) -> dict[str, float]:
-    """fps as mmseg computes it (repeats / total), latency median/p50/p90/min/mean in ms."""
-    return {
-        "fps": len(times) / sum(times) if times else float("nan"),
-        "latency_ms_p50": 1000 * percentile(times, 50),
-        "latency_ms_p90": 1000 * percentile(times, 90),
-        "latency_ms_min": 1000 * min(times) if times else float("nan"),
-        "latency_ms_mean": 1000 * statistics.fmean(times) if times else float("nan"),
-    }
 
 
 def peak_rss_mb() -> float:

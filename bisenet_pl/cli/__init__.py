@@ -10,6 +10,7 @@ from bisenet_pl.cli.common import (
     print_error,
     quiet_environment,
     readable_errors,
+    require_same_classes,
 )
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "print_error",
     "quiet_environment",
     "readable_errors",
+    "require_same_classes",
 ]

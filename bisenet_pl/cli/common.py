@@ -188,3 +188,17 @@ def hydra_output_dir() -> Path | None:
         return Path(HydraConfig.get().runtime.output_dir)
     except Exception:
         return None
+
+
+def require_same_classes(source: Any, classes: list[str], datamodule: Any, fix: str) -> None:
+    """A model of one class table on data of another is one error naming both (evaluate, export's INT8
+    calibration): `fix` says what to do with the model ("evaluate it", "calibrate and gate it")."""
+    if int(datamodule.num_classes) == len(classes):
+        return
+    from bisenet_pl.errors import ConfigError
+
+    raise ConfigError(
+        f"{source} predicts {len(classes)} classes ({', '.join(classes[:5])}, ...) but the data has "
+        f"{datamodule.num_classes} ({', '.join(datamodule.class_names[:5])}, ...): {fix} on its own "
+        "dataset (data=... data.root=...)"
+    )

@@ -12,8 +12,9 @@ as mmcv's `imrescale` does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,6 +25,9 @@ from bisenet_pl.errors import DatasetError
 #: ImageNet's RGB mean and std on the 0-255 scale: mmseg's normalisation for every BiSeNetV2 config.
 MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
 STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
+#: mmseg's Cityscapes resize box (long edge, short edge): the test scale of every table row, and the
+#: default wherever a model does not say its own.
+CITYSCAPES_BOX: tuple[int, int] = (2048, 1024)
 
 
 def keep_ratio_size(height: int, width: int, box: Sequence[int]) -> tuple[int, int]:
@@ -33,6 +37,16 @@ def keep_ratio_size(height: int, width: int, box: Sequence[int]) -> tuple[int, i
     """
     factor = float(min(max(box) / max(height, width), min(box) / min(height, width)))
     return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
+def test_box(meta: Mapping[str, Any], choice: Sequence[int] | str = "checkpoint") -> tuple[int, int]:
+    """The keep-ratio test box (long, short) a command uses: `choice` itself, or for "checkpoint" the
+    model's own test scale (its meta), else `CITYSCAPES_BOX`."""
+    if isinstance(choice, str):
+        if choice != "checkpoint":
+            raise ValueError(f"test_scale={choice!r}: give [long, short] or checkpoint")
+        choice = meta.get("test_scale") or CITYSCAPES_BOX
+    return int(choice[0]), int(choice[1])
 
 
 def ratio_box(box: Sequence[int], ratio: float) -> tuple[int, int]:
@@ -82,7 +96,7 @@ def resize_image(rgb: np.ndarray, size: Sequence[int]) -> np.ndarray:
 
 def preprocess(
     rgb: np.ndarray,
-    box: Sequence[int] | None = (2048, 1024),
+    box: Sequence[int] | None = CITYSCAPES_BOX,
     mean: Sequence[float] = MEAN,
     std: Sequence[float] = STD,
 ) -> torch.Tensor:
@@ -107,6 +121,7 @@ def denormalize(image: torch.Tensor, mean: Sequence[float] = MEAN, std: Sequence
 
 
 __all__ = [
+    "CITYSCAPES_BOX",
     "MEAN",
     "STD",
     "denormalize",
@@ -116,4 +131,5 @@ __all__ = [
     "ratio_box",
     "read_rgb",
     "resize_image",
+    "test_box",
 ]

@@ -1,5 +1,7 @@
-"""Inference: the modes (whole, slide, ms+flip), the `Predictor` API, pictures, the accelerated paths
-and ONNX. No Lightning, no Hydra: a deployment needs only torch (and onnxruntime for ONNX)."""
+"""Inference: the modes (whole, slide, ms+flip), the `Predictor` API, files and video in and out,
+pictures, the accelerated torch paths, and `load_net`, which picks a torch path or one of the runtimes
+of `bisenet_pl.deploy` for what a user names. No Lightning, no Hydra: a deployment needs only torch
+(and onnxruntime or OpenVINO for exported files)."""
 
 from __future__ import annotations
 
@@ -19,4 +21,4 @@ __all__ = sorted(_LAZY)
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'bisenet_pl.inference.modes' has no attribute {name!r}")
+    raise AttributeError(f"module 'bisenet_pl.inference' has no attribute {name!r}")

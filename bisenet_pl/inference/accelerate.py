@@ -11,7 +11,8 @@ Why each piece (`make bench` measures each against the plain fp32 eager model, i
   (`fastest_net` checks the given model). The classifier stays fp32; `scope="heavy"` keeps the
   rounding-sensitive layers in fp32 too (`Segmentor.heavy_modules()`) and flips about half as many
   pixels.
-- ONNX Runtime fp32 (`OnnxNet.from_model`): its convolutions beat oneDNN's fp32 ones on some CPUs.
+- ONNX Runtime fp32 (`deploy.export.onnx.low_res_onnx_net`): its convolutions beat oneDNN's fp32 ones
+  on some CPUs.
 - `torch.compile` (inductor) is optional: a cold compile costs tens of seconds and it gains little
   over the channels_last eager model on CPU, so it is never picked automatically.
 
@@ -34,9 +35,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bisenet_pl.data.preprocess import preprocess
+from bisenet_pl.deploy.contract import FP32_TOLERANCE
+from bisenet_pl.deploy.runtime.onnxruntime import LowResOnnxNet, onnxruntime_available
 from bisenet_pl.evaluation.agreement import max_logit_difference, net_agreement
 from bisenet_pl.hardware import supported_precisions
-from bisenet_pl.inference.onnx import FP32_TOLERANCE, LowResOnnxNet, OnnxNet, onnxruntime_available
 
 if TYPE_CHECKING:
     from bisenet_pl.models.segmentor import Segmentor
@@ -279,7 +281,9 @@ def fastest_net(
             )
     if device.type == "cpu" and allow_onnxruntime and not allow_compile and onnxruntime_available():
         try:
-            ort_net = OnnxNet.from_model(model)
+            from bisenet_pl.deploy.export.onnx import low_res_onnx_net
+
+            ort_net = low_res_onnx_net(model)
             diff = max_logit_difference(model, ort_net, _check_images(device, (128, 256), n=1))
         except Exception as e:  # an exporter or runtime that cannot handle the model: use torch
             log.info("fast path %s unavailable (%s: %s)", LowResOnnxNet.name, type(e).__name__, e)

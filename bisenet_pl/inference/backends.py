@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from bisenet_pl.checkpoints.meta import complete_meta
+from bisenet_pl.deploy.runtime.base import Net
+from bisenet_pl.deploy.runtime.openvino import is_openvino_ir
 from bisenet_pl.errors import ConfigError
-from bisenet_pl.inference.modes import Net
-from bisenet_pl.inference.openvino_net import is_openvino_ir
 
 if TYPE_CHECKING:
     from bisenet_pl.models.segmentor import Segmentor
@@ -63,7 +63,8 @@ def is_onnx(source: str | Path | nn.Module | None) -> bool:
 def _openvino(source: str | Path | nn.Module | None, device: torch.device, exporter: str) -> LoadedNet:
     """OpenVINO on the CPU (whatever `device` says; tensors come back on the caller's device): an IR
     `.xml` or an `.onnx` as they are, a PyTorch model converted first through its ONNX export."""
-    from bisenet_pl.inference.openvino_net import OpenVinoNet, convert
+    from bisenet_pl.deploy.export.openvino import convert
+    from bisenet_pl.deploy.runtime.openvino import OpenVinoNet
 
     model = None
     if is_onnx(source) or is_openvino_ir(source):
@@ -107,7 +108,9 @@ def load_net(
     if backend == "openvino":
         return _openvino(source, device, exporter)
     if backend == "onnxruntime":
-        from bisenet_pl.inference.onnx import OnnxNet, export_onnx
+        from bisenet_pl.deploy.export.onnx import export_onnx
+        from bisenet_pl.deploy.runtime.baked import adapt
+        from bisenet_pl.deploy.runtime.onnxruntime import OnnxNet
 
         tmp = None
         model = None
@@ -117,8 +120,6 @@ def load_net(
             model = _model(source, device)
             tmp = tempfile.TemporaryDirectory()
             path = export_onnx(model, Path(tmp.name) / "model.onnx", getattr(model, "meta", None), exporter)
-        from bisenet_pl.inference.baked import adapt
-
         # A baked file (uint8 in and/or labels out, as its meta says) gets the adapter the modes need.
         onnx_net = adapt(OnnxNet(path, device=device))
         meta = complete_meta(onnx_net.num_classes, onnx_net.meta)

@@ -21,16 +21,26 @@ What mmseg does (docs/reproduction.md#test-time), and therefore what we do:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
 import torch
 import torch.nn.functional as F
 
-from bisenet_pl.data.preprocess import MEAN, STD, denormalize, normalize, preprocess, ratio_box, resize_image
+from bisenet_pl.data.preprocess import (
+    CITYSCAPES_BOX,
+    MEAN,
+    STD,
+    denormalize,
+    normalize,
+    preprocess,
+    ratio_box,
+    resize_image,
+)
+from bisenet_pl.deploy.runtime.base import Net, low_res_logits, returns_labels
+from bisenet_pl.errors import ConfigError
 
-Net = Callable[[torch.Tensor], torch.Tensor]
 log = logging.getLogger(__name__)
 
 
@@ -46,7 +56,7 @@ class InferenceConfig:
     #: The test resize box (long, short edge). An ms+flip pass of ratio r resizes the *original* image
     #: into the box (int(long * r), int(short * r)), keeping its aspect ratio, as mmseg v0.x does;
     #: None: the ratio scales the image as given.
-    box: tuple[int, int] | None = (2048, 1024)
+    box: tuple[int, int] | None = CITYSCAPES_BOX
     mean: tuple[float, float, float] = field(default=MEAN)
     std: tuple[float, float, float] = field(default=STD)
 
@@ -238,10 +248,10 @@ def predict_labels(
     """
     cfg = cfg or InferenceConfig()
     size = _hw(ori_size if ori_size is not None else image.shape[-2:])
-    forward_logits = getattr(net, "forward_logits", None)
+    forward_logits = low_res_logits(net)
     if (
         fast_argmax
-        and callable(forward_logits)
+        and forward_logits is not None
         and cfg.mode == "whole"
         and not cfg.is_multi_pass
         and size == tuple(image.shape[-2:])
@@ -250,3 +260,17 @@ def predict_labels(
 
         return upsample_argmax(forward_logits(image), size, bool(getattr(net, "align_corners", False)))
     return segment(net, image, ori_size, cfg, original).argmax(dim=1)
+
+
+def require_logits(net: Net, cfg: InferenceConfig, source: object = None) -> None:
+    """One readable error when a labels graph (an export with argmax=true) meets a mode that averages
+    logits or probabilities (slide, ms+flip)."""
+    if not returns_labels(net) or (cfg.mode == "whole" and not cfg.is_multi_pass):
+        return
+    mode = "slide" if cfg.mode == "slide" else "ms+flip"
+    where = source or getattr(net, "path", None) or "this ONNX file"
+    raise ConfigError(
+        f"{where} was exported with argmax=true: it returns class labels, and mode={mode} averages logits "
+        f"over {'windows' if mode == 'slide' else 'scales and flips'}. Use mode=whole, or export without "
+        "argmax=true for this mode."
+    )

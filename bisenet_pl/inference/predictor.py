@@ -14,14 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from bisenet_pl.data.preprocess import preprocess, read_rgb
+from bisenet_pl.data.preprocess import preprocess, read_rgb, test_box
+from bisenet_pl.deploy.runtime.baked import resized_pixels
+from bisenet_pl.deploy.runtime.base import takes_uint8
 from bisenet_pl.hardware import resolve_device
-from bisenet_pl.inference.modes import InferenceConfig, Net, predict_labels, segment
+from bisenet_pl.inference.modes import InferenceConfig, Net, predict_labels, require_logits, segment
 from bisenet_pl.inference.visualize import colorize, overlay
 
 if TYPE_CHECKING:
@@ -47,8 +49,8 @@ class Predictor:
         fast: pick the fastest inference path this machine supports that keeps the accuracy guarantees
             (see `bisenet_pl.inference.accelerate`); False runs the plain fp32 model, as mmseg does.
             Applies to backend="torch".
-        test_scale: the keep-ratio resize box (long, short); default from the checkpoint, else (2048, 1024).
-            None keeps the image's size.
+        test_scale: the keep-ratio resize box (long, short); default from the checkpoint, else
+            `CITYSCAPES_BOX`. None keeps the image's size.
         backend: "torch", or any other of `bisenet_pl.inference.backends.BACKENDS` ("onnxruntime" runs an
             exported `.onnx` file as it is, a PyTorch checkpoint exported first).
         **inference: `InferenceConfig` overrides (crop_size, stride, scales, flip).
@@ -73,18 +75,14 @@ class Predictor:
         self.model = loaded.model  # the PyTorch model behind the net; None for an exported file
         self.meta: dict[str, Any] = loaded.meta
         self._loaded = loaded  # keeps a temporary export (a checkpoint on onnxruntime) alive
-        if test_scale == "checkpoint":
-            test_scale = self.meta.get("test_scale") or (2048, 1024)
-        # a (long, short) box by now: "checkpoint" was replaced just above
-        box = cast("Sequence[int] | None", test_scale)
-        self.test_scale: tuple[int, ...] | None = tuple(box) if box is not None else None
+        self.test_scale: tuple[int, int] | None = (
+            None if test_scale is None else test_box(self.meta, test_scale)
+        )
         inference.setdefault("box", self.test_scale)
         self.cfg = InferenceConfig.from_mode(
             mode, mean=tuple(self.meta["mean"]), std=tuple(self.meta["std"]), **inference
         )
         self.cfg.warn_if_slide_is_whole()
-        from bisenet_pl.inference.baked import require_logits
-
         require_logits(loaded.net, self.cfg, checkpoint if isinstance(checkpoint, (str, Path)) else None)
         self.fast = fast
         self.net: Net = loaded.net
@@ -102,9 +100,7 @@ class Predictor:
         """(the normalised, test-scale-resized batch on the device, the image's own (H, W), the original
         RGB uint8 image as a (1, H, W, 3) tensor for ms+flip)."""
         rgb = read_rgb(image) if isinstance(image, (str, Path)) else _as_rgb(image)
-        if getattr(self.net, "takes_uint8", False) and not self.cfg.is_multi_pass:
-            from bisenet_pl.inference.baked import resized_pixels
-
+        if takes_uint8(self.net) and not self.cfg.is_multi_pass:
             # A graph that normalises inside gets the (resized) pixels themselves: no normalise and undo.
             x = resized_pixels(rgb, self.test_scale).to(self.device)
         else:

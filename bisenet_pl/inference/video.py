@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import os
-import statistics
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from bisenet_pl.errors import BisenetError, ConfigError, DatasetError
+from bisenet_pl.inference.latency import latency_ms
 from bisenet_pl.inference.modes import predict_labels
 
 if TYPE_CHECKING:
@@ -224,21 +224,6 @@ class VideoReport:
         )
 
 
-def latency_stats(seconds: Sequence[float]) -> dict[str, float]:
-    """p50, p90, p99 and mean of per-frame times, in milliseconds (numpy's linear percentiles)."""
-    from bisenet_pl.benchmarking.timing import percentile
-
-    ms = [1000.0 * s for s in seconds]
-    if not ms:
-        return {"p50": float("nan"), "p90": float("nan"), "p99": float("nan"), "mean": float("nan")}
-    return {
-        "p50": percentile(ms, 50),
-        "p90": percentile(ms, 90),
-        "p99": percentile(ms, 99),
-        "mean": statistics.fmean(ms),
-    }
-
-
 def _writable_dir(folder: Path) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -360,7 +345,7 @@ def _run(predictor: Predictor, reader: VideoReader, out_dir: Path, options: Vide
         device=str(predictor.device),
         seconds=seconds,
         fps=len(latencies) / seconds if seconds > 0 else float("nan"),
-        latency_ms=latency_stats(latencies),
+        latency_ms=latency_ms(latencies),
         masks={kind: str(folder) for kind, folder in mask_dirs.items()},
     )
     latency_path = out_dir / f"{stem}_latency.json"
@@ -379,7 +364,6 @@ __all__ = [
     "VideoReader",
     "VideoReport",
     "is_video",
-    "latency_stats",
     "predict_video",
     "read_frames",
     "segment_frames",

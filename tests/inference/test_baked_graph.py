@@ -15,10 +15,12 @@ from _shared import randomize_bn
 
 from bisenet_pl.checkpoints import save_checkpoint
 from bisenet_pl.data.preprocess import preprocess
+from bisenet_pl.deploy.contract import ExportError, GraphContract, sidecar_path
+from bisenet_pl.deploy.export.onnx import check_onnx, export_onnx
+from bisenet_pl.deploy.runtime.baked import BakedNet, adapt
+from bisenet_pl.deploy.runtime.onnxruntime import OnnxNet
 from bisenet_pl.errors import ConfigError
-from bisenet_pl.inference.baked import BakedNet, GraphContract, adapt, require_logits
-from bisenet_pl.inference.modes import InferenceConfig, segment
-from bisenet_pl.inference.onnx import ExportError, OnnxNet, check_onnx, export_onnx, sidecar_path
+from bisenet_pl.inference.modes import InferenceConfig, require_logits, segment
 from bisenet_pl.models import Segmentor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -241,7 +243,7 @@ def test_a_file_baked_in_place_keeps_its_own_answers(exports, street_images, tmp
     """`bake_in_place`: how an INT8 file is baked after its gate; held to the file before baking."""
     import shutil
 
-    from bisenet_pl.inference.baked import bake_in_place
+    from bisenet_pl.deploy.export.bake import bake_in_place
 
     path = tmp_path / "model.onnx"
     shutil.copy(exports[(False, False, None)], path)

@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 from bisenet_pl.checkpoints import save_checkpoint
-from bisenet_pl.inference.onnx import META_KEY, ExportError, OnnxNet, check_onnx, export_onnx, sidecar_path
+from bisenet_pl.deploy.contract import META_KEY, ExportError, sidecar_path
+from bisenet_pl.deploy.export.onnx import check_onnx, export_onnx
+from bisenet_pl.deploy.runtime.onnxruntime import OnnxNet
 from bisenet_pl.models import Segmentor
 
 SHAPES = ((1, 3, 64, 128), (2, 3, 72, 100))  # two sizes; the second is batch 2 and not a multiple of 32
@@ -75,21 +77,23 @@ def test_export_is_one_self_contained_file_with_the_contract(exported: Path) -> 
     assert "BatchNormalization" not in {n.op_type for n in proto.graph.node}
 
 
-def test_onnxruntime_matches_pytorch_on_two_sizes(exported: Path, model, capsys) -> None:
+def test_onnxruntime_matches_pytorch_on_two_sizes(exported: Path, model, caplog) -> None:
+    caplog.set_level("INFO", logger="bisenet_pl.deploy")
     diffs = check_onnx(exported, model, SHAPES)
     assert len(diffs) == 2 and max(diffs) < 1e-4
-    printed = capsys.readouterr().out
+    printed = caplog.text
     assert printed.count("max |onnxruntime - pytorch|") == 2
 
 
-def test_a_wrong_export_fails_loudly(exported: Path, model, capsys) -> None:
+def test_a_wrong_export_fails_loudly(exported: Path, model, caplog) -> None:
+    caplog.set_level("INFO", logger="bisenet_pl.deploy")
     other = Segmentor().eval()
     other.load_state_dict(model.state_dict())
     with torch.no_grad():
         other.decode_head.conv_seg.bias.add_(1e-3)  # a tiny difference must be caught
     with pytest.raises(ExportError, match=r"max abs logit difference 0\.001"):
         check_onnx(exported, other, SHAPES)
-    assert "max |onnxruntime - pytorch| = 0.001" in capsys.readouterr().out
+    assert "max |onnxruntime - pytorch| = 0.001" in caplog.text
 
 
 def test_dynamo_exporter_default(model, tmp_path: Path) -> None:

@@ -21,8 +21,11 @@ import torch.nn.functional as F
 from _shared import randomize_bn
 from torch import nn
 
+from bisenet_pl.deploy.contract import FP32_TOLERANCE
+from bisenet_pl.deploy.export.onnx import low_res_onnx_net
+from bisenet_pl.deploy.runtime.onnxruntime import onnxruntime_available
 from bisenet_pl.evaluation.agreement import net_agreement
-from bisenet_pl.hardware import cpu_has_native_bf16, supported_precisions
+from bisenet_pl.hardware import supported_precisions
 from bisenet_pl.inference.accelerate import (
     CHECK_MAX_PIXELS,
     MIN_AGREEMENT,
@@ -34,10 +37,12 @@ from bisenet_pl.inference.accelerate import (
 )
 from bisenet_pl.inference.argmax import SPARSE_MAX_FRACTION, boundary_fraction, upsample_argmax
 from bisenet_pl.inference.modes import InferenceConfig, predict_labels, segment
-from bisenet_pl.inference.onnx import FP32_TOLERANCE, OnnxNet, onnxruntime_available
 from bisenet_pl.models import Segmentor
 
-needs_bf16 = pytest.mark.skipif(not cpu_has_native_bf16(), reason="CPU without native bf16 (avx512_bf16/AMX)")
+#: The bf16 paths' correctness runs on every CPU: where bf16 is not native, torch emulates it (slower, and
+#: fastest_net then never picks it, but the answers are the ones checked here). Measured here (native):
+#: relative max logit error 0.009 / 0.008 and argmax agreement 0.99854 / 0.99917 (scope all / heavy).
+BF16_AGREEMENT = {"all": 0.998, "heavy": MIN_AGREEMENT}
 needs_ort = pytest.mark.skipif(not onnxruntime_available(), reason="onnxruntime not installed")
 
 
@@ -245,7 +250,7 @@ def test_fp16_needs_cuda_and_options_are_validated(model) -> None:
 
 @needs_ort
 def test_onnxruntime_path_keeps_logits_within_1e4(model, val_images) -> None:
-    net = OnnxNet.from_model(model)
+    net = low_res_onnx_net(model)
     for x in val_images[:2]:
         with torch.no_grad():
             ref = model(x)
@@ -258,7 +263,6 @@ def test_onnxruntime_path_keeps_logits_within_1e4(model, val_images) -> None:
 # ----------------------------------------------------------------------------------- reduced precision
 
 
-@needs_bf16
 @pytest.mark.parametrize("scope", ["all", "heavy"])
 def test_bf16_paths_compute_in_bf16_and_stay_close(model, val_images, scope) -> None:
     net = FastNet(model, fuse=True, channels_last=True, precision="bf16", scope=scope)
@@ -272,12 +276,14 @@ def test_bf16_paths_compute_in_bf16_and_stay_close(model, val_images, scope) -> 
     hook.remove()
     assert dtypes == [torch.bfloat16]  # the heavy conv really ran in bf16 ...
     assert out.dtype == torch.float32  # ... and the logits come back in fp32 (classifier in fp32)
-    err = (out - ref).abs().max() / ref.abs().max()
-    assert 0 < err < 0.05  # bf16 changes the logits, a little
-    assert net_agreement(model, net, val_images) > 0.95
+    err = float((out - ref).abs().max() / ref.abs().max())
+    # bf16 changes the logits, by far more than an fp32 path's rounding (FP32_TOLERANCE), and only a little
+    assert 1e-3 < err < 0.02, err
+    # the heavy scope keeps the 99.9 % argmax guarantee fastest_net promises; all-bf16 comes close (that is
+    # why fastest_net checks it before use: test_fastest_net_takes_bf16_only_when_the_self_check_passes)
+    assert net_agreement(model, net, val_images) >= BF16_AGREEMENT[scope]
 
 
-@needs_bf16
 def test_heavy_scope_keeps_the_sensitive_layers_in_fp32(model) -> None:
     net = FastNet(model, fuse=True, channels_last=True, precision="bf16", scope="heavy")
     seen: dict[str, torch.dtype] = {}
@@ -324,15 +330,17 @@ def test_fastest_net_keeps_the_guarantee_on_the_synthetic_val_images(model, val_
             assert max(float((net(x) - model(x)).abs().max()) for x in val_images) < FP32_TOLERANCE
 
 
-@needs_bf16
 def test_fastest_net_takes_bf16_only_when_the_self_check_passes(model, monkeypatch) -> None:
+    import bisenet_pl.inference.accelerate as fast
+
+    # the candidates of a CPU with native bf16, whatever this one has (torch emulates bf16 elsewhere)
+    monkeypatch.setattr(fast, "supported_precisions", lambda device: ["bf16", "fp32"])
     net, name = fastest_net(model, "cpu", check_size=(128, 256), min_agreement=0.0)
     assert name == "fused + channels_last + bf16"  # anything passes: the fastest candidate
     net, name = fastest_net(model, "cpu", check_size=(128, 256), min_agreement=1.0, allow_onnxruntime=False)
     assert name == "fused + channels_last + fp32"  # nothing in bf16 matches fp32 on every pixel
-    # what the check measures decides: here the full-bf16 candidate fails and the heavy one passes
-    import bisenet_pl.inference.accelerate as fast
 
+    # what the check measures decides: here the full-bf16 candidate fails and the heavy one passes
     def scripted_check(ref, cand, imgs, **kwargs) -> float:
         return 0.99 if cand.options.scope == "all" else 1.0
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bisenet_pl.deploy.contract import sidecar_path
+from bisenet_pl.deploy.export.quantize import keep_float_nodes
 from bisenet_pl.errors import ConfigError
-from bisenet_pl.inference.onnx import sidecar_path
-from bisenet_pl.inference.quantize import keep_float_nodes
 
 
 def _export(run_cli, trained_run: Path, tiny_data: Path, tmp_path: Path, fmt: str, out: Path, *extra: str):

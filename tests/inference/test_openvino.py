@@ -13,8 +13,10 @@ import torch
 from _shared import randomize_bn
 
 from bisenet_pl.checkpoints import save_checkpoint
-from bisenet_pl.inference.onnx import ExportError, check_fp32, export_onnx, sidecar_path
-from bisenet_pl.inference.openvino_net import OpenVinoNet, convert, save_ir
+from bisenet_pl.deploy.contract import ExportError, sidecar_path
+from bisenet_pl.deploy.export.onnx import check_fp32, export_onnx
+from bisenet_pl.deploy.export.openvino import convert, save_ir
+from bisenet_pl.deploy.runtime.openvino import OpenVinoNet
 from bisenet_pl.models import Segmentor
 
 SHAPES = ((1, 3, 64, 128), (2, 3, 72, 100))  # batch 1 and 2; 72x100 is not a multiple of 32
@@ -37,13 +39,14 @@ def ir(model, tmp_path_factory) -> Path:
     return save_ir(ov_model, tmp_path_factory.mktemp("ov") / "model.xml", {**meta, "format": "openvino"})
 
 
-def test_the_ir_keeps_the_pytorch_logits_on_dynamic_shapes(ir: Path, model, capsys) -> None:
+def test_the_ir_keeps_the_pytorch_logits_on_dynamic_shapes(ir: Path, model, caplog) -> None:
+    caplog.set_level("INFO", logger="bisenet_pl.deploy")
     assert sorted(p.name for p in ir.parent.iterdir()) == ["model.bin", "model.xml", "model.xml.json"]
     net = OpenVinoNet(ir)
     assert net.name == "openvino fp32 (fused)" and net.num_classes == 19
     diffs = check_fp32(net, model, SHAPES, where=str(ir), runtime="openvino")
     assert len(diffs) == 2 and max(diffs) < 1e-4
-    assert capsys.readouterr().out.count("max |openvino - pytorch|") == 2
+    assert caplog.text.count("max |openvino - pytorch|") == 2
     # fp32 weights on disk: 3.3 M parameters x 4 bytes, not fp16's half
     assert ir.with_suffix(".bin").stat().st_size > 12e6
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bisenet_pl.deploy.export.onnx import export_onnx
 from bisenet_pl.errors import ConfigError
-from bisenet_pl.inference.onnx import export_onnx
 from bisenet_pl.inference.predictor import Predictor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -17,9 +17,9 @@ from PIL import Image
 
 from bisenet_pl.checkpoints import save_checkpoint
 from bisenet_pl.data.synthetic.paint import render_scene
+from bisenet_pl.deploy.contract import FP32_TOLERANCE
 from bisenet_pl.errors import BisenetError, DatasetError
 from bisenet_pl.inference.backends import BACKENDS
-from bisenet_pl.inference.onnx import FP32_TOLERANCE
 from bisenet_pl.inference.predictor import Predictor
 from bisenet_pl.inference.video import VideoOptions, is_video, predict_video
 from bisenet_pl.models import Segmentor
@@ -154,8 +154,8 @@ def test_every_backend_segments_the_video_as_it_segments_single_images(backend, 
 
 def test_a_baked_export_uint8_in_labels_out_segments_the_video(predictor, ckpt, clip, tmp_path):
     from bisenet_pl.checkpoints import load_model
-    from bisenet_pl.inference.baked import GraphContract
-    from bisenet_pl.inference.onnx import export_onnx
+    from bisenet_pl.deploy.contract import GraphContract
+    from bisenet_pl.deploy.export.onnx import export_onnx
 
     model = load_model(ckpt)
     baked = export_onnx(model, tmp_path / "baked.onnx", model.meta, "torchscript",
