@@ -290,6 +290,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--crop", type=int, default=512)
     parser.add_argument("--no-step", action="store_true", help="the data pipeline only")
+    parser.add_argument("--compile", action="store_true", help="also time module.compile=true (minutes)")
     venv = Path(os.environ.get("BISENET_PARITY_VENV", DEFAULT_PARITY_VENV))
     parser.add_argument("--parity-venv", type=Path, default=venv, help="mmseg's venv (make parity-env)")
     parser.add_argument("--out-dir", type=Path, default=REPO / "experiments")
@@ -322,13 +323,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         steps = []
         if not args.no_step:
-            for label, kw in (
+            configs: list[tuple[str, dict[str, Any]]] = [
                 ("default (channels_last, foreach SGD)", {}),
-                (
-                    "as mmseg runs (NCHW, per-parameter SGD)",
-                    {"channels_last": False, "optimizer_impl": "loop"},
-                ),
-            ):
+                ("as mmseg runs (NCHW, per-parameter SGD)", MMSEG_LIKE),
+            ]
+            if args.compile:  # the first (warm-up) step compiles; it is not timed
+                configs.append(("module.compile=true (channels_last, foreach SGD)", {"compile": True}))
+            for label, kw in configs:
                 row = bench_step(mmseg, args.batch, args.crop, args.iters, **kw)
                 row["label"] = label
                 steps.append(row)
