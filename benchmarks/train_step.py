@@ -149,6 +149,7 @@ def run(batch: int, crop: int, iters: int) -> dict[str, Any]:
     module = SegmentationModule(
         copy.deepcopy(init), MultiHeadLoss(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
         warmup_steps=WARMUP_STEPS, max_steps=MAX_STEPS, sync_bn_heads=False,
+        channels_last=False, optimizer_impl="loop",  # the plain loop's layout and SGD: Lightning's cost alone
     )  # fmt: skip
     clock = Interleave()
     trainer = pl.Trainer(
