@@ -6,9 +6,9 @@ albumentations) for users who only want the network or a checkpoint.
 
 from __future__ import annotations
 
-import importlib
 import os
-from typing import Any
+
+from bisenet_pl._lazy import lazy_getattr
 
 # albumentations asks PyPI for a newer version on every import; we never want network at run time.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -26,8 +26,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY) + ["__version__"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'bisenet_pl' has no attribute {name!r}")
+__getattr__ = lazy_getattr("bisenet_pl", _LAZY)

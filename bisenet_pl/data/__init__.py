@@ -6,8 +6,7 @@ Lightning or albumentations.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from bisenet_pl._lazy import lazy_getattr
 
 _LAZY = {
     "CityscapesDataset": "bisenet_pl.data.cityscapes",
@@ -22,8 +21,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'bisenet_pl.data' has no attribute {name!r}")
+__getattr__ = lazy_getattr("bisenet_pl.data", _LAZY)

@@ -5,8 +5,7 @@ of `bisenet_pl.deploy` for what a user names. No Lightning, no Hydra: a deployme
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from bisenet_pl._lazy import lazy_getattr
 
 _LAZY = {
     "InferenceConfig": "bisenet_pl.inference.modes",
@@ -17,8 +16,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'bisenet_pl.inference' has no attribute {name!r}")
+__getattr__ = lazy_getattr("bisenet_pl.inference", _LAZY)

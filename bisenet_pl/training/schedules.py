@@ -139,17 +139,8 @@ class WarmupPolyMultiplier:
         self.style = cast(Style, str(style))  # one of STYLES: _check_args checked it
 
     def __call__(self, step: int) -> float:
-        lr = warmup_poly_lr(
-            step,
-            base_lr=self.base_lr,
-            max_steps=self.max_steps,
-            warmup_steps=self.warmup_steps,
-            warmup_ratio=self.warmup_ratio,
-            power=self.power,
-            min_lr=self.min_lr,
-            style=self.style,
-        )
-        return lr / self.base_lr
+        # the attributes are exactly warmup_poly_lr's keyword arguments (and all this object holds)
+        return warmup_poly_lr(step, **self.__dict__) / self.base_lr
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.__dict__})"

@@ -108,7 +108,7 @@ def _room(module: str) -> str:
 
 
 #: Top-level modules that are library code, not commands.
-TOP_LEVEL_LIBRARY = {"bisenet_pl.errors", "bisenet_pl.hardware"}
+TOP_LEVEL_LIBRARY = {"bisenet_pl.errors", "bisenet_pl.hardware", "bisenet_pl._lazy"}
 
 
 def _is_command(module: str) -> bool:
@@ -130,10 +130,24 @@ def test_no_module_imports_one_that_imports_it_back() -> None:
     assert _cycles(ours) == []
 
 
+def _entry_points(ours: dict[str, set[str]]) -> set[str]:
+    """Modules run with `python -m` that nothing imports (`bisenet_pl.data.check`, ...): leaves of the
+    graph, so they cannot close a cycle; they are left out of the subpackage graph, where the room they
+    sit in would otherwise seem to import everything the command uses."""
+    imported = set().union(*ours.values())
+    modules = _modules()
+    return {
+        m for m, path in modules.items() if m not in imported and "__main__" in path.read_text() and "." in m
+    }
+
+
 def test_no_subpackage_imports_one_that_imports_it_back() -> None:
     ours, _ = _graph()
     rooms: dict[str, set[str]] = defaultdict(set)
+    entry_points = _entry_points(ours)
     for module, imported in ours.items():
+        if module in entry_points:
+            continue
         rooms[_room(module)] |= {_room(m) for m in imported} - {_room(module)}
     assert _cycles(rooms) == []
 
