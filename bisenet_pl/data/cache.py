@@ -195,7 +195,9 @@ class FrameCache:
 
     def __init__(self, cache: str | Path, root: str | Path, split: str, samples: Sequence[Sample]) -> None:
         self.cache = Path(cache).expanduser().resolve()
-        self.root = Path(root).expanduser().resolve()
+        # not resolved: the samples were found under this path, and a symlinked folder inside it (a split
+        # on another disk) must keep its name relative to the root
+        self.root = Path(root).expanduser()
         self.split = split
         folder = self.cache / split
         hint = _rewrite_hint(self.root, self.cache)
@@ -215,7 +217,7 @@ class FrameCache:
         self.frames: list[CachedFrame] = []
         seen = set()
         for sample in samples:
-            key = str(Path(sample.image).resolve().relative_to(self.root))
+            key = str(Path(sample.image).relative_to(self.root))
             entry = entries.get(key)
             if entry is None:
                 raise CacheError(
@@ -226,7 +228,7 @@ class FrameCache:
             self._check_source(Path(sample.image), entry["image_stat"], hint)
             label = None
             if sample.label is not None:
-                if entry.get("label") != str(Path(sample.label).resolve().relative_to(self.root)):
+                if entry.get("label") != str(Path(sample.label).relative_to(self.root)):
                     raise CacheError(
                         f"the label of {sample.image} is {sample.label}, the cache holds "
                         f"{entry.get('label')}: {hint}"

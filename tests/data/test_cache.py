@@ -188,3 +188,14 @@ def test_command_line(root, tmp_path, capsys):
     assert main([f"data.root={tmp_path / 'nowhere'}", f"data.cache={tmp_path / 'd'}"]) == 1
     with pytest.raises(SystemExit, match="unknown argument"):
         main(["root=x"])
+
+
+def test_a_symlinked_split_folder_is_cached_and_accepted(root, tmp_path):
+    """Cityscapes' folders often live on another disk, linked into the dataset root."""
+    elsewhere = tmp_path / "elsewhere"
+    (root / "leftImg8bit" / "train").rename(elsewhere)
+    (root / "leftImg8bit" / "train").symlink_to(elsewhere, target_is_directory=True)
+    cache = tmp_path / "cache"
+    _write(root, cache)
+    dataset = CityscapesDataset(root, "train", cache=cache)
+    assert len(dataset) == 3 and dataset[0]["image"].shape[0] == 3
