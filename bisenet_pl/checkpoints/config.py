@@ -73,13 +73,10 @@ def first_names(names: list[str]) -> str:
     return shown + (", ..." if len(names) > _SHOW else "")
 
 
-def check_against_model(path: Path, config: dict[str, Any], sd: Mapping[str, Any]) -> None:
-    """Raise a CheckpointError naming missing/unexpected keys and shape mismatches, if any."""
-    try:
-        with torch.device("meta"):  # shapes only: no memory, no init cost
-            reference = Segmentor(**config).state_dict()
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: its model config {config!r} cannot build a Segmentor: {e}") from None
+def state_dict_differences(reference: Mapping[str, Any], sd: Mapping[str, Any]) -> list[str]:
+    """What keeps `sd` from loading into a model whose state dict is `reference` (tensors, or anything
+    with a `.shape`): counts and first names of missing keys, unexpected keys and shape mismatches; empty
+    when it loads. The one comparison behind every "checkpoint of another model" message."""
     missing = [k for k in reference if k not in sd]
     unexpected = [k for k in sd if k not in reference]
     bad_shape = [
@@ -88,8 +85,6 @@ def check_against_model(path: Path, config: dict[str, Any], sd: Mapping[str, Any
         if k in sd
         and (not isinstance(sd[k], torch.Tensor) or tuple(sd[k].shape) != tuple(reference[k].shape))
     ]
-    if not (missing or unexpected or bad_shape):
-        return
     parts = []
     if missing:
         parts.append(f"{len(missing)} missing key(s): {first_names(missing)}")
@@ -97,7 +92,19 @@ def check_against_model(path: Path, config: dict[str, Any], sd: Mapping[str, Any
         parts.append(f"{len(unexpected)} unexpected key(s): {first_names(unexpected)}")
     if bad_shape:
         parts.append(f"{len(bad_shape)} shape mismatch(es): {first_names(bad_shape)}")
-    raise CheckpointError(
-        f"{path} does not hold weights of this BiSeNetV2 model (expected {len(reference)} tensors, "
-        f"file has {len(sd)}): " + "; ".join(parts)
-    )
+    return parts
+
+
+def check_against_model(path: Path, config: dict[str, Any], sd: Mapping[str, Any]) -> None:
+    """Raise a CheckpointError naming missing/unexpected keys and shape mismatches, if any."""
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no init cost
+            reference = Segmentor(**config).state_dict()
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its model config {config!r} cannot build a Segmentor: {e}") from None
+    parts = state_dict_differences(reference, sd)
+    if parts:
+        raise CheckpointError(
+            f"{path} does not hold weights of this BiSeNetV2 model (expected {len(reference)} tensors, "
+            f"file has {len(sd)}): " + "; ".join(parts)
+        )

@@ -13,7 +13,9 @@ import logging
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -42,5 +44,32 @@ class GracefulStop:
         finally:
             signal.signal(signal.SIGINT, previous)
 
+    def report(self, trainer: Any, run_dir: Path) -> int:
+        """After Lightning stopped `fit` on the signal: say where it stopped and how to resume (rank zero),
+        and return the exit status, 128 + the signal's number."""
+        signum = self.received or signal.SIGTERM
+        if trainer.is_global_zero:
+            saved = (run_dir / "checkpoints" / "last-interrupted.ckpt").is_file()
+            log.warning(
+                "%s: stopped at step %d%s. Resume with:\n  python -m bisenet_pl.train resume=%s",
+                signal.Signals(signum).name,
+                trainer.global_step,
+                f", checkpoint saved in {run_dir / 'checkpoints'}" if saved else "",
+                run_dir,
+            )
+        return 128 + int(signum)
 
-__all__ = ["GracefulStop"]
+
+def scalar_metrics(trainer: Any) -> dict[str, float]:
+    """The trainer's one-number callback metrics as floats (what a run returns and a sweep optimises)."""
+
+    def scalar(value: Any) -> bool:
+        try:
+            return bool(value.numel() == 1)
+        except AttributeError:
+            return isinstance(value, (int, float))
+
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if scalar(v)}
+
+
+__all__ = ["GracefulStop", "scalar_metrics"]

@@ -101,6 +101,15 @@ def build_wandb_logger(
     )
 
 
+def log_error_to_file(logger: logging.Logger, message: str) -> None:
+    """An ERROR record for the run's log file only (the console shows the error once, from the command):
+    a sweep report reads a failed job's error there."""
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, message, (), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def finish_wandb() -> None:
     """End the current W&B run, so the next job of a multirun never logs into it (docs/libraries.md)."""
     try:

@@ -104,6 +104,10 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     return removed
 
 
+#: Lock files this process holds (resolved paths): record locks never conflict within one process.
+_HELD: set[Path] = set()
+
+
 class RunLock:
     """An exclusive POSIX record lock (`fcntl.lockf`) on `<run>/.train.lock`: two trainers on one folder
     would write the same checkpoints.
@@ -114,16 +118,27 @@ class RunLock:
     outlive the trainer by seconds.) The refusal names the holder the kernel reports (`F_GETLK`), so it
     never names a dead process. docs/resuming.md has the protocol.
 
-    The rule of record locks to keep in mind: closing *any* descriptor of the lock file in this process
-    drops the lock, so nothing else here opens it; the holder's pid is written into it for people only.
+    The rules of record locks to keep in mind: they never conflict within one process, and closing *any*
+    descriptor of the lock file drops the process's lock. So this process keeps its own list of the
+    folders it holds (`_HELD`) and refuses a second lock on one of them without opening the file; the
+    holder's pid is written into the file for people only.
     """
 
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / LOCK
         self._fd: int | None = None
 
+    def _refuse(self, who: str) -> ConfigError:
+        return ConfigError(
+            f"{self.path.parent} is being trained by {who} right now; two runs on one "
+            "folder would overwrite each other's checkpoints. Wait for it to end, or stop it first."
+        )
+
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        key = self.path.resolve()
+        if key in _HELD:
+            raise self._refuse(f"pid {os.getpid()} (this process)")
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -131,21 +146,19 @@ class RunLock:
             holder = _lock_holder(fd)
             os.close(fd)
             if err.errno in (errno.EAGAIN, errno.EACCES):
-                who = f"pid {holder}" if holder else "another process"
-                raise ConfigError(
-                    f"{self.path.parent} is being trained by {who} right now; two runs on one "
-                    "folder would overwrite each other's checkpoints. Wait for it to end, or stop it first."
-                ) from None
+                raise self._refuse(f"pid {holder}" if holder else "another process") from None
             raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
         self._fd = fd
+        _HELD.add(key)
         return self
 
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+            _HELD.discard(self.path.resolve())
 
     def __enter__(self) -> RunLock:
         return self.acquire()

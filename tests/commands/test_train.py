@@ -97,15 +97,20 @@ def test_ohem_row_builds_ohem_loss_on_every_head():
 
 
 def test_static_loss_scale_plugin_for_fp16_row():
-    from bisenet_pl.train import _precision_plugins
-    from bisenet_pl.training.amp import StaticGradScaler
+    from omegaconf import OmegaConf
 
-    cfg = composed("experiment=fp16", "trainer.accelerator=gpu")
-    (plugin,) = _precision_plugins(cfg)
+    from bisenet_pl.training.amp import StaticGradScaler
+    from bisenet_pl.training.launch import precision_plugins
+
+    def plugins(*overrides: str) -> list:
+        cfg = composed("experiment=fp16", *overrides)
+        return precision_plugins(OmegaConf.to_container(cfg.trainer), cfg.get("amp_loss_scale"))
+
+    (plugin,) = plugins("trainer.accelerator=gpu")
     assert isinstance(plugin.scaler, StaticGradScaler) and plugin.scaler.loss_scale == 512.0
     assert plugin.precision == "16-mixed"
     # on CPU Lightning turns 16-mixed into bf16 without any scaler: we say so instead of faking it
-    assert _precision_plugins(composed("experiment=fp16", "trainer.accelerator=cpu")) == []
+    assert plugins("trainer.accelerator=cpu") == []
 
 
 def test_static_grad_scaler_keeps_512_and_still_skips_inf_steps():
@@ -376,7 +381,7 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
     # the trainer that train.py builds writes through it
-    from bisenet_pl.train import build_trainer
+    from bisenet_pl.cli.training import build_trainer
 
     cfg = composed("experiment=demo", "trainer.precision=32-true", f"paths.output_dir={tmp_path}")
     trainer = build_trainer(cfg, [], [])

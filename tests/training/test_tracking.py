@@ -157,32 +157,23 @@ def test_optuna_sweep_maximises_val_miou(tiny_data, tmp_path, run_cli):
     assert best["best_value"] == pytest.approx(max(v["results"]["mIoU"] for v in values), abs=1e-4)
 
 
-def test_multirun_with_several_devices_spawns_instead_of_relaunching():
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+def test_multirun_with_several_devices_spawns_instead_of_relaunching(monkeypatch):
+    from omegaconf import OmegaConf
 
-    from bisenet_pl.train import _strategy_for_multirun
+    from bisenet_pl.errors import ConfigError
+    from bisenet_pl.training.launch import multirun_strategy
 
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     with initialize_config_module("bisenet_pl.conf", version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=4x4"], return_hydra_config=True)
-    from omegaconf import read_write
-
-    try:
-        with read_write(cfg.hydra):
-            cfg.hydra.mode = RunMode.MULTIRUN
-        HydraConfig.instance().set_config(cfg)
-        _strategy_for_multirun(cfg)
-        assert cfg.trainer.strategy.start_method == "spawn"
-        cfg.trainer.strategy = "ddp"
-        _strategy_for_multirun(cfg)
-        assert cfg.trainer.strategy == "ddp_spawn"
-        cfg.trainer.strategy = "fsdp"
-        from bisenet_pl.errors import ConfigError
-
-        with pytest.raises(ConfigError, match="ddp_spawn"):
-            _strategy_for_multirun(cfg)
-    finally:
-        HydraConfig.instance().cfg = None
+        trainer = OmegaConf.to_container(compose("train", overrides=["experiment=4x4"]).trainer)
+    assert multirun_strategy(trainer, multirun=True)["start_method"] == "spawn"  # the 4x4 row's DDPStrategy
+    assert multirun_strategy({**trainer, "strategy": "ddp"}, multirun=True) == "ddp_spawn"
+    assert multirun_strategy({**trainer, "strategy": "ddp"}, multirun=False) is None  # a single run: as asked
+    assert multirun_strategy({**trainer, "devices": 1, "strategy": "ddp"}, multirun=True) is None
+    with pytest.raises(ConfigError, match="ddp_spawn"):
+        multirun_strategy({**trainer, "strategy": "fsdp"}, multirun=True)
+    monkeypatch.setenv("SLURM_JOB_ID", "7")  # one SLURM task per device: Lightning launches nothing
+    assert multirun_strategy({**trainer, "strategy": "ddp"}, multirun=True) is None
 
 
 def test_logger_choices_compose():
