@@ -373,11 +373,11 @@ class CityscapesDataset(Dataset):
         self.with_labels = with_labels
         self.samples = find_samples(self.root, split, ignore_missing_labels or not with_labels)
         self._report_size()
-        # The decoded-frame cache (`bisenet_pl.data.cache`), checked against the files just found: a cache
+        # The decoded-frame cache (`bisenet_pl.data.frame_cache`), checked against the files just found: a cache
         # that does not match them is refused here, naming the file.
         self.cache = None
         if cache is not None:
-            from bisenet_pl.data.cache import FrameCache
+            from bisenet_pl.data.frame_cache import FrameCache
 
             self.cache = FrameCache(cache, self.root, split, self.samples)
             log.info("split %r read from the decoded-frame cache %s", split, self.cache.cache / split)

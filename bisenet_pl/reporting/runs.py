@@ -259,7 +259,7 @@ def _reported_checkpoint(run: RunFolder) -> Path | None:
         return Path(named)
     if run.kind != "train":
         return None
-    from bisenet_pl.training.run_folder import latest_checkpoint
+    from bisenet_pl.checkpoints.run_files import latest_checkpoint
 
     latest = latest_checkpoint(run.path)
     return latest.path if latest is not None else None

@@ -1,10 +1,10 @@
-"""A run folder's rules: which checkpoint is "the last one", who may write, and what a start may reuse.
+"""A run folder's rules: who may write, and what a start may reuse.
 
 One folder holds one run (docs/resuming.md):
 - a start without `ckpt_path`/`resume` is a fresh run, so it refuses a folder that already holds
   checkpoints instead of silently continuing someone else's weights;
-- a resume picks the checkpoint with the highest *stored* step (`last.ckpt`, `last-interrupted.ckpt`, the
-  iteration checkpoints), never the newest file on disk, which a failed start could have touched;
+- a resume picks the checkpoint with the highest *stored* step (`checkpoints.run_files`, re-exported
+  here), never the newest file on disk, which a failed start could have touched;
 - one process at a time: a record lock refuses a second trainer on the same folder, and dies with its
   trainer (not with its forked workers);
 - temporaries left by a kill during an atomic write are ours and are removed when a run starts.
@@ -19,61 +19,25 @@ import logging
 import os
 import struct
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bisenet_pl.checkpoints.io import safe_load
-from bisenet_pl.errors import CheckpointError, ConfigError
+from bisenet_pl.checkpoints.run_files import (
+    CHECKPOINTS,
+    INTERRUPTED,
+    LAST,
+    StoredCheckpoint,
+    latest_checkpoint,
+    run_checkpoints,
+    stored_step,
+)
+from bisenet_pl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS = "checkpoints"
-LAST = "last.ckpt"
-INTERRUPTED = "last-interrupted.ckpt"
 LOCK = ".train.lock"
 #: Temporaries of `atomic_torch_save` / `atomic_write_text`: `.<target name>.<random>.tmp`.
 TEMPORARY_GLOB = ".*.tmp"
-
-
-@dataclass(frozen=True)
-class StoredCheckpoint:
-    path: Path
-    step: int
-
-
-def stored_step(path: Path) -> int | None:
-    """The `global_step` a Lightning checkpoint records, read without loading its tensors; None if the
-    file is not a readable training checkpoint."""
-    try:
-        obj = safe_load(path, mmap=True)
-    except CheckpointError as err:
-        log.warning("ignoring %s: %s", path, err)
-        return None
-    step = obj.get("global_step") if isinstance(obj, Mapping) else None
-    return int(step) if isinstance(step, int) else None
-
-
-def run_checkpoints(run_dir: Path) -> list[Path]:
-    """Every checkpoint of the run: ours in `checkpoints/`, and the `hpc_ckpt_<n>.ckpt` that Lightning's
-    own SLURM requeue (a hand-written sbatch script) writes into the run folder itself."""
-    folder = Path(run_dir) / CHECKPOINTS
-    ours = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
-    return ours + sorted(Path(run_dir).glob("hpc_ckpt_*.ckpt"))
-
-
-def latest_checkpoint(run_dir: Path) -> StoredCheckpoint | None:
-    """The run's checkpoint with the highest stored step; on a tie `last.ckpt`, then the interrupt one."""
-    preference = {LAST: 0, INTERRUPTED: 1}
-    best: tuple[int, int, Path] | None = None
-    for path in run_checkpoints(run_dir):
-        step = stored_step(path)
-        if step is None:
-            continue
-        key = (step, -preference.get(path.name, 2), path)
-        if best is None or key[:2] > best[:2]:
-            best = key
-    return None if best is None else StoredCheckpoint(best[2], best[0])
 
 
 def refuse_fresh_start_over(run_dir: Path) -> None:
