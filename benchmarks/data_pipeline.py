@@ -29,10 +29,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bisenet_pl.benchmarking.timing import command_line  # noqa: E402
 from bisenet_pl.data.cityscapes import CityscapesDataset  # noqa: E402
 from bisenet_pl.data.synthetic import make_synthetic_cityscapes  # noqa: E402
 from bisenet_pl.data.transforms import build_train_transform  # noqa: E402
+from bisenet_pl.speed.timing import command_line  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

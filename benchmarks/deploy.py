@@ -8,7 +8,7 @@ Prepares the deployable files with the export command itself (`python -m bisenet
 plain ONNX file, the baked graph `preprocess=true argmax=true`, `format=onnx-int8`,
 `format=openvino-int8` and `format=onnx-int8 preprocess=true argmax=true`, each with its own export
 check or INT8 gate), then measures every path with
-`bisenet_pl.benchmarking.deploy` (method and gates: its docstring). A file that cannot be made (a
+`benchmarks/deploy_table.py` (method and gates: its docstring). A file that cannot be made (a
 missing package, an INT8 model refused by its gate) becomes a row that says why.
 
 Model: `--ckpt`, else the newest `outputs/demo/*/checkpoints/last.ckpt` (`make demo`); without one the
@@ -37,8 +37,8 @@ DEFAULT_DATA = REPO / "data" / "synthetic_cityscapes"
 
 
 def readable(path: str | Path) -> str:
-    """`path` relative to the repository, a demo run written `<run>` (`benchmarking.timing.portable`)."""
-    from bisenet_pl.benchmarking.timing import portable
+    """`path` relative to the repository, a demo run written `<run>` (`speed.timing.portable`)."""
+    from bisenet_pl.speed.timing import portable
 
     return portable(path, REPO)
 
@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     import torch
-
-    from bisenet_pl.benchmarking.deploy import (
+    from deploy_table import (
         Plan,
         Unavailable,
         build_record,
@@ -102,11 +101,12 @@ def main(argv: list[str] | None = None) -> None:
         markdown,
         torch_paths,
     )
-    from bisenet_pl.benchmarking.frames import parse_size
-    from bisenet_pl.benchmarking.timing import command_line
+
     from bisenet_pl.checkpoints import load_model
     from bisenet_pl.data.cityscapes import CityscapesDataset
     from bisenet_pl.data.transforms import build_test_transform
+    from bisenet_pl.speed.frames import parse_size
+    from bisenet_pl.speed.timing import command_line
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()

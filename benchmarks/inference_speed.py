@@ -48,13 +48,13 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch
 
-from bisenet_pl.benchmarking.frames import parse_size, synthetic_frames
-from bisenet_pl.benchmarking.timing import command_line, portable
 from bisenet_pl.deploy.runtime.onnxruntime import LowResOnnxNet, onnxruntime_available
 from bisenet_pl.hardware import cpu_has_native_bf16, machine_info
 from bisenet_pl.inference.accelerate import FastNet, FastOptions, check_size_for, fastest_net
 from bisenet_pl.inference.latency import latency_ms
 from bisenet_pl.inference.modes import InferenceConfig, predict_labels
+from bisenet_pl.speed.frames import parse_size, synthetic_frames
+from bisenet_pl.speed.timing import command_line, portable
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -43,9 +43,9 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bisenet_pl.benchmarking.timing import command_line
 from bisenet_pl.hardware import machine_info
 from bisenet_pl.models import Segmentor
+from bisenet_pl.speed.timing import command_line
 from bisenet_pl.training.losses import MultiHeadLoss
 from bisenet_pl.training.schedules import build_warmup_poly_scheduler
 

@@ -52,8 +52,8 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bisenet_pl.benchmarking.timing import command_line  # noqa: E402
 from bisenet_pl.hardware import machine_info  # noqa: E402
+from bisenet_pl.speed.timing import command_line  # noqa: E402
 
 WORKER = REPO / "benchmarks" / "_mmseg_worker.py"
 DEFAULT_PARITY_VENV = REPO / ".parity-venv"

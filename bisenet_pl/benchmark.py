@@ -42,11 +42,11 @@ import hydra  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from bisenet_pl.benchmarking.frames import parse_size  # noqa: E402
-from bisenet_pl.benchmarking.inference import InferenceBenchmark, run_inference_benchmark  # noqa: E402
-from bisenet_pl.benchmarking.timing import command_line  # noqa: E402
 from bisenet_pl.errors import ConfigError  # noqa: E402
 from bisenet_pl.hardware import resolve_device  # noqa: E402
+from bisenet_pl.speed.frames import parse_size  # noqa: E402
+from bisenet_pl.speed.inference import InferenceBenchmark, run_inference_benchmark  # noqa: E402
+from bisenet_pl.speed.timing import command_line  # noqa: E402
 
 log = logging.getLogger("bisenet_pl.benchmark")
 

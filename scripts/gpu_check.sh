@@ -48,4 +48,4 @@ out="$(cd "$out" && pwd)"
 cd "$work"
 echo "[gpu_check] $("$python" -c 'import torch; print("torch", torch.__version__, "| cuda:", torch.cuda.is_available())')"
 PYTHONPATH="$pythonpath${PYTHONPATH:+:$PYTHONPATH}" NO_ALBUMENTATIONS_UPDATE=1 WANDB_MODE=disabled \
-  "$python" -m bisenet_pl.benchmarking.gpu_check --out "$out" "${smoke[@]}"
+  "$python" "$repo/benchmarks/gpu_check.py" --out "$out" "${smoke[@]}"

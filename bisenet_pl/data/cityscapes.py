@@ -373,8 +373,8 @@ class CityscapesDataset(Dataset):
         self.with_labels = with_labels
         self.samples = find_samples(self.root, split, ignore_missing_labels or not with_labels)
         self._report_size()
-        # The decoded-frame cache (`bisenet_pl.data.frame_cache`), checked against the files just found: a cache
-        # that does not match them is refused here, naming the file.
+        # The decoded-frame cache (`bisenet_pl.data.frame_cache`), checked against the files just found:
+        # a cache that does not match them is refused here, naming the file.
         self.cache = None
         if cache is not None:
             from bisenet_pl.data.frame_cache import FrameCache

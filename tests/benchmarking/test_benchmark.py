@@ -15,12 +15,12 @@ import torch
 from omegaconf import OmegaConf
 
 from bisenet_pl.benchmark import benchmark, default_output_name
-from bisenet_pl.benchmarking.frames import parse_size
 from bisenet_pl.checkpoints import save_checkpoint
 from bisenet_pl.errors import ConfigError
 from bisenet_pl.inference.latency import latency_ms
 from bisenet_pl.models import Segmentor
 from bisenet_pl.models.complexity import count_macs
+from bisenet_pl.speed.frames import parse_size
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf" / "benchmark.yaml"

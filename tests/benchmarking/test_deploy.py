@@ -1,4 +1,4 @@
-"""The deployment table (`bisenet_pl.benchmarking.deploy`, behind `make bench`): two paths of a tiny
+"""The deployment table (`benchmarks/deploy_table.py`, behind `make bench`): two paths of a tiny
 model at toy sizes, the rows, the gates and the verdict as `experiments/deploy.md` shows them."""
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ import json
 import pytest
 import torch
 from _shared import randomize_bn
-
-from bisenet_pl.benchmarking.deploy import (
+from deploy_table import (
     REFERENCE,
     Plan,
     Unavailable,
@@ -18,6 +17,7 @@ from bisenet_pl.benchmarking.deploy import (
     markdown,
     torch_paths,
 )
+
 from bisenet_pl.models import Segmentor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

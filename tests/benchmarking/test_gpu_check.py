@@ -9,7 +9,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from bisenet_pl.benchmarking.gpu_check import MMSEG_MEMORY_GB, Plan, markdown, row_result
+from gpu_check import MMSEG_MEMORY_GB, Plan, markdown, row_result
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bisenet_pl.benchmarking.gpu_check import Plan, row_result, train_command
+from gpu_check import Plan, row_result, train_command
 
 
 def test_compile_row_is_the_4x4_row_compiled(tmp_path: Path) -> None:

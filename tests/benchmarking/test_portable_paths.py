@@ -3,7 +3,7 @@ relative to the repository, a demo run's folder as `<run>`."""
 
 from pathlib import Path
 
-from bisenet_pl.benchmarking.timing import command_line, portable
+from bisenet_pl.speed.timing import command_line, portable
 
 
 def test_paths_in_the_repository_become_relative_and_a_demo_run_is_run(tmp_path: Path) -> None:

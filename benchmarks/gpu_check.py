@@ -28,8 +28,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
-
 #: mmseg's table, per GPU (docs/reproduction.md#table) and its V100 fps (docs/reproduction.md#speed).
 MMSEG_MEMORY_GB = {"4x4": 7.64, "4x8": 15.05, "fp16": 5.77, "ohem": None}
 MMSEG_FPS_V100 = {"fp32": 31.77, "fp16": 36.65}
@@ -69,54 +67,6 @@ class Plan:
         )
 
 
-class StepRecorder(pl.Callback):
-    """Per step: wall time from batch start to batch end, the wait for the batch before it, and the loss;
-    written as JSON on rank zero when training ends (read by `row_result`)."""
-
-    def __init__(self, out: str) -> None:
-        super().__init__()
-        self.out = Path(out)
-        self.step_s: list[float] = []
-        self.wait_s: list[float] = []
-        self.loss: list[float] = []
-        self._start = 0.0
-        self._end: float | None = None
-
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        import torch
-
-        if torch.cuda.is_available() and pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-        self._start = time.perf_counter()
-        if self._end is not None:
-            self.wait_s.append(self._start - self._end)
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        import torch
-
-        if torch.cuda.is_available() and pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-        self._end = time.perf_counter()
-        self.step_s.append(self._end - self._start)
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self.loss.append(float(loss))
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        import torch
-
-        if not trainer.is_global_zero:
-            return
-        peak = None
-        if torch.cuda.is_available() and pl_module.device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
-        payload = {"step_s": self.step_s, "wait_s": self.wait_s, "loss": self.loss, "peak_gb": peak}
-        self.out.write_text(json.dumps(payload))
-
-
 def train_command(row: str, plan: Plan, data: Path, run_dir: Path, devices: int = 1) -> list[str]:
     """`python -m bisenet_pl.train experiment=<row>` on `devices` devices, checkpoints and W&B off."""
     return [
@@ -143,7 +93,7 @@ def train_command(row: str, plan: Plan, data: Path, run_dir: Path, devices: int 
         "callbacks.last_checkpoint=null",
         "callbacks.on_exception=null",
         "callbacks.wandb_predictions=null",
-        "+callbacks.steps._target_=bisenet_pl.benchmarking.gpu_check.StepRecorder",
+        "+callbacks.steps._target_=bisenet_pl.training.probes.StepRecorder",
         f"+callbacks.steps.out={run_dir / 'steps.json'}",
         f"hydra.run.dir={run_dir}",
     ]
@@ -204,7 +154,7 @@ def run_fps(plan: Plan, device: str) -> list[dict[str, Any]]:
     """The predict path's speed at `plan.fps_size`, batch 1, per path (mmseg's timing method)."""
     import torch
 
-    from bisenet_pl.benchmarking.inference import InferenceBenchmark, run_inference_benchmark
+    from bisenet_pl.speed.inference import InferenceBenchmark, run_inference_benchmark
 
     rows = []
     for name, options in fps_paths(plan):
@@ -235,45 +185,13 @@ def ddp_head_sync_check(plan: Plan, data: Path, out: Path, timeout: float) -> di
     run_dir = out / "rows" / "ddp"
     cmd = train_command("4x4", plan, data, run_dir, devices=2)
     cmd += [
-        "+callbacks.bn_sync._target_=bisenet_pl.benchmarking.gpu_check.BNSyncProbe",
+        "+callbacks.bn_sync._target_=bisenet_pl.training.probes.BNSyncProbe",
         f"+callbacks.bn_sync.out={run_dir / 'bn.json'}",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         return {"ran": True, "error": (proc.stdout + proc.stderr)[-1500:]}
     return {"ran": True, **json.loads((run_dir / "bn.json").read_text())}
-
-
-class BNSyncProbe(pl.Callback):
-    """At the end of a DDP fit: the largest difference across ranks of the heads' and of the backbone's
-    BN running means (heads: SyncBN, ~0; backbone: per-GPU BN, clearly non-zero)."""
-
-    def __init__(self, out: str) -> None:
-        super().__init__()
-        self.out = Path(out)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        import torch
-
-        def spread(prefix: str) -> float:
-            means = [
-                m.running_mean
-                for name, m in pl_module.named_modules()
-                if name.startswith(prefix)
-                and isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                and m.running_mean is not None
-            ]
-            flat = torch.cat([t.flatten() for t in means]).float()
-            gathered = trainer.strategy.all_gather(flat)
-            return float((gathered.max(0).values - gathered.min(0).values).abs().max())
-
-        heads, backbone = spread("model.decode_head"), spread("model.backbone")
-        if trainer.is_global_zero:
-            self.out.write_text(
-                json.dumps(
-                    {"heads_max_diff": heads, "backbone_max_diff": backbone, "ok": heads < 1e-4 < backbone}
-                )
-            )
 
 
 def device_name(plan: Plan) -> str:
@@ -328,7 +246,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bisenet_pl.benchmarking.gpu_check",
+        prog="python benchmarks/gpu_check.py",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -9,14 +9,14 @@ from typing import Any
 
 import torch
 
-from bisenet_pl.benchmarking.frames import dataset_frames, synthetic_frames
-from bisenet_pl.benchmarking.timing import make_predict_fn, peak_rss_mb, time_calls
 from bisenet_pl.errors import ConfigError
 from bisenet_pl.evaluation.agreement import label_agreement
 from bisenet_pl.hardware import machine_info
 from bisenet_pl.inference.backends import PLAIN, load_net
 from bisenet_pl.inference.latency import latency_ms
 from bisenet_pl.inference.modes import predict_labels
+from bisenet_pl.speed.frames import dataset_frames, synthetic_frames
+from bisenet_pl.speed.timing import make_predict_fn, peak_rss_mb, time_calls
 
 
 @dataclass
