@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -56,10 +57,30 @@ def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple
 
 
 def _step(path: Path) -> int:
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
-    except Exception:
+    """The stored step of a checkpoint; -1 while it does not exist. A file that exists but does not load
+    is an error, never a -1: checkpoints are written atomically, so a half-written one is a bug."""
+    if not path.exists():
         return -1
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+
+
+def _stored(run: Path) -> dict[Path, int]:
+    """Every checkpoint of the run folder with its stored step (read here, not by the package's code)."""
+    paths = [*(run / "checkpoints").glob("*.ckpt"), *run.glob("hpc_ckpt_*.ckpt")]
+    return {p: _step(p) for p in paths}
+
+
+def _assert_resumed_from_highest(out: str, stored: dict[Path, int]) -> int:
+    """The log names the one checkpoint it resumes from: one holding the highest stored step of `stored`
+    (taken before the resume started). Returns that step."""
+    found = re.findall(r"resuming from (\S+) \(step (\d+),", out)
+    assert len(found) == 1, f"expected one 'resuming from' line, found {found}:\n{out[-3000:]}"
+    path, step = Path(found[0][0]), int(found[0][1])
+    highest = max(stored.values())
+    assert step == highest and stored.get(path) == highest, (
+        f"resumed from {path} (step {step}); the stored steps were { {p.name: s for p, s in stored.items()} }"
+    )
+    return step
 
 
 def _stop_when(proc: subprocess.Popen, last: Path, above: int, signum: int) -> None:
@@ -108,19 +129,23 @@ def test_kill_resume_interrupt_resume_finish_keeps_one_last_ckpt(tiny_data, tmp_
     assert _step(interrupted) == term_at
 
     # 3. resume from the higher stored step, then Ctrl-C (SIGINT) takes the same path as SIGTERM
+    stored = _stored(run)
     proc = _train([f"resume={run}"], tmp_path, tmp_path / "3.log")
-    wait_for(lambda: f"resuming from {interrupted}" in (tmp_path / "3.log").read_text(), 120, proc)
+    wait_for(lambda: "resuming from" in (tmp_path / "3.log").read_text(), 120, proc)
     _stop_when(proc, last, term_at, signal.SIGINT)
     out = (tmp_path / "3.log").read_text()
     assert proc.returncode == 128 + signal.SIGINT, out[-3000:]
+    assert _assert_resumed_from_highest(out, stored) == term_at
     assert f"resume={run}" in out and "SIGINT: stopped at step" in out
     int_at = _step(interrupted)
     assert int_at > term_at
 
     # 4. resume to the end: one last.ckpt with the final step, results of the final weights
+    stored = _stored(run)
+    assert len(stored) == 2  # last.ckpt and last-interrupted.ckpt: the choice below means something
     code, out = _run([f"resume={run}"], tmp_path)
     assert code == 0, out[-3000:]
-    assert f"(step {max(int_at, _step(last))}" in out or f"(step {int_at}" in out
+    _assert_resumed_from_highest(out, stored)
     assert _step(last) == 80 and _step(ckpts / "iter_000080.ckpt") == 80
     assert not list(ckpts.glob("last-v*.ckpt"))
     assert json.loads((run / "results.json").read_text())["global_step"] == 80
@@ -309,18 +334,28 @@ def test_kill_9_at_random_moments_never_loses_a_loadable_resume_point(tiny_data,
     )
     steps = [0]
     for attempt in range(4):
-        proc = _train(args if attempt == 0 else [f"resume={run}"], tmp_path, tmp_path / f"k{attempt}.log")
+        stored = _stored(run)
+        log = tmp_path / f"k{attempt}.log"
+        proc = _train(args if attempt == 0 else [f"resume={run}"], tmp_path, log)
         try:
             wait_for(lambda: _step(last) > steps[-1], timeout=300, proc=proc)
             time.sleep(rng.uniform(0.0, 1.0))
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=60)
+        if attempt > 0:  # every resume, the intermediate ones too, starts from the highest stored step
+            assert _assert_resumed_from_highest(log.read_text(), stored) == steps[-1]
         for ckpt in (run / "checkpoints").glob("*.ckpt"):
-            assert _step(ckpt) >= 0, f"{ckpt} does not load after kill {attempt}"
+            try:
+                _step(ckpt)
+            except Exception as err:
+                raise AssertionError(f"{ckpt} does not load after kill {attempt}: {err}") from err
         steps.append(_step(last))
         assert steps[-1] > steps[-2]
+    stored = _stored(run)
     code, out = _run([f"resume={run}"], tmp_path)
     assert code == 0, out[-3000:]
-    assert f"(step {steps[-1]}" in out or "interrupted" in out
+    # a stale temporary (a kill mid-write) may be reported and removed; the resume point is still the
+    # highest stored step, whatever else the log says
+    assert _assert_resumed_from_highest(out, stored) == steps[-1]
     assert _step(last) == 60 and not list((run / "checkpoints").glob(".*.tmp"))
