@@ -1,4 +1,4 @@
-"""`python -m bisenet_pl.data.browse [data=<preset>] [data.<key>=<value> ...] [--n 8] [--seed 0]`: see what
+"""`python -m bisenet_pl.browse [data=<preset>] [data.<key>=<value> ...] [--n 8] [--seed 0]`: see what
 the network is fed.
 
 Writes two PNG grids into `--out` (default `outputs/browse/<date>_<time>/`): `browse_train.png`, the first
@@ -8,9 +8,9 @@ label overlaid in the dataset's palette. `data=` and `data.<key>=` are the train
 default), `data=folder`, the presets (camvid, ade20k, ...). Same seed, same grids (docs/report.md#browse).
 
 Examples:
-    python -m bisenet_pl.data.browse
-    python -m bisenet_pl.data.browse data=folder data.root=data/my_set --n 12 --seed 3
-    python -m bisenet_pl.data.browse data.root=data/cityscapes data.crop_size=[512,1024]
+    python -m bisenet_pl.browse
+    python -m bisenet_pl.browse data=folder data.root=data/my_set --n 12 --seed 3
+    python -m bisenet_pl.browse data.root=data/cityscapes data.crop_size=[512,1024]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from bisenet_pl.errors import BisenetError
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bisenet_pl.data.browse", description=__doc__.split("\n")[0]
+        prog="python -m bisenet_pl.browse", description=__doc__.split("\n")[0]
     )
     parser.add_argument("data", nargs="*", help="data=<preset> and data.<key>=<value>, as for train")
     parser.add_argument("--n", type=int, default=8, help="samples per grid")
