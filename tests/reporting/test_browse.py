@@ -1,4 +1,4 @@
-"""`python -m bisenet_pl.data.browse`: each tile of the written grids is, pixel for pixel, the overlay of
+"""`python -m bisenet_pl.browse`: each tile of the written grids is, pixel for pixel, the overlay of
 the sample the DataModule itself returns for that seed (training: the first samples of its train loader;
 test: the evenly spaced val images through the test pipeline), on the synthetic set and a folder set."""
 
@@ -17,7 +17,7 @@ KW = {"crop_size": (64, 64), "scale": (128, 64), "test_scale": (128, 64), "num_w
 
 
 def _browse(run_cli, out: Path, *args: str) -> None:
-    proc = run_cli("bisenet_pl.data.browse", *SIZES, "--n", "6", "--columns", "3", "--out", str(out), *args)
+    proc = run_cli("bisenet_pl.browse", *SIZES, "--n", "6", "--columns", "3", "--out", str(out), *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"train: {out / 'browse_train.png'}" in proc.stdout
 
@@ -83,7 +83,7 @@ def test_browse_on_a_folder_dataset_uses_its_classes_and_palette(tmp_path: Path,
 
 
 def test_browse_refuses_a_bad_argument_in_one_line(run_cli) -> None:
-    proc = run_cli("bisenet_pl.data.browse", "data=folder", "n=3")
+    proc = run_cli("bisenet_pl.browse", "data=folder", "n=3")
     assert proc.returncode == 2 and proc.stderr.strip() == (
         "error: unknown argument 'n=3': give data=<preset> or data.<key>=<value>"
     ), proc.stderr
