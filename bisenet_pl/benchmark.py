@@ -97,6 +97,7 @@ def benchmark(cfg: DictConfig, argv: Sequence[str] | None = None) -> dict[str, A
         spec_from_config(cfg),
         command_line(argv if argv is not None else sys.argv, module="bisenet_pl.benchmark"),
     )
+    print(result["summary"])
     out = Path(str(cfg.output)) if cfg.output else None
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

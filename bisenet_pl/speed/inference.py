@@ -3,6 +3,7 @@ needs (machine, command, every time) and the path's argmax agreement with the pl
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,8 @@ from bisenet_pl.inference.latency import latency_ms
 from bisenet_pl.inference.modes import predict_labels
 from bisenet_pl.speed.frames import dataset_frames, synthetic_frames
 from bisenet_pl.speed.timing import make_predict_fn, peak_rss_mb, time_calls
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,9 +66,14 @@ def run_inference_benchmark(spec: InferenceBenchmark, command: str = "") -> dict
         frames = synthetic_frames(spec.images, size, spec.seed)
     frames = [f.to(device) for f in frames]
     predict_fn = make_predict_fn(loaded.net, device, fast_argmax)
-    print(
-        f"benchmark: {path_name} on {device}, {size[0]}x{size[1]}, "
-        f"{spec.warmup} warm-up + {spec.repeats} timed calls"
+    log.info(
+        "benchmark: %s on %s, %dx%d, %d warm-up + %d timed calls",
+        path_name,
+        device,
+        size[0],
+        size[1],
+        spec.warmup,
+        spec.repeats,
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -74,7 +82,7 @@ def run_inference_benchmark(spec: InferenceBenchmark, command: str = "") -> dict
     if spec.repeats > 1:
         estimate = times[0] * (spec.repeats - 1)
         if estimate > 60:
-            print(f"  ~{estimate / 60:.0f} min to go (repeats={spec.repeats}); repeats=N for a quicker look")
+            log.info("~%.0f min to go (repeats=%d); repeats=N is quicker", estimate / 60, spec.repeats)
         times += time_calls(predict_fn, frames, 0, spec.repeats - 1, device)
     wall = time.perf_counter() - t_start
     memory: dict[str, float] = {"peak_rss_mb": round(peak_rss_mb(), 1)}
@@ -125,7 +133,7 @@ def run_inference_benchmark(spec: InferenceBenchmark, command: str = "") -> dict
         if "cuda_max_allocated_mb" in memory
         else f"peak RSS {memory['peak_rss_mb']:.0f} MB"
     )
-    print(
+    result["summary"] = (
         f"{path_name}: {fps:.2f} fps, latency p50 {latency['p50']:.1f} ms, "
         f"p90 {latency['p90']:.1f} ms, {mem}"
         + (f", {params / 1e6:.2f} M params, {macs / 1e9:.2f} GMACs" if macs is not None and params else "")
