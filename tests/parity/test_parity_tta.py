@@ -67,7 +67,13 @@ def test_msflip_and_slide(reference, record, tmp_path):
     sl_agree = float((slide.argmax(0) == ref["slide_pred"]).double().mean())
     sl_diff = float((slide - ref["slide_logits"]).abs().max())
     ratios_ours = sorted(set(msflip.scales))
-    ratios_ref = sorted({p["scale"][0] for p in info["passes"]})
+    # what mmseg's passes really applied: (x factor, y factor, flip) of each augmented prediction, against
+    # our ratios x flips (the box is the image's size, so each factor is the ratio itself)
+    applied_ref = sorted(
+        (round(p["scale"][0], 6), round(p["scale"][1], 6), p["flip"]) for p in info["passes"]
+    )
+    flips = (False, True) if msflip.flip else (False,)
+    applied_ours = sorted((round(r, 6), round(r, 6), f) for r in msflip.scales for f in flips)
     n_ours = len(msflip.scales) * (2 if msflip.flip else 1)
     ok = [
         record(
@@ -84,6 +90,13 @@ def test_msflip_and_slide(reference, record, tmp_path):
             "True",
             ratios_ours == sorted(info["ratios"]),
         ),
+        record(
+            "tta",
+            "ms+flip passes' (ratio, ratio, flip) equal those mmseg applied",
+            applied_ours == applied_ref,
+            "True",
+            applied_ours == applied_ref,
+        ),
         record("tta", "ms+flip argmax agreement", ms_agree, f">= {AGREE}", ms_agree >= AGREE),
         record(
             "tta",
@@ -95,5 +108,5 @@ def test_msflip_and_slide(reference, record, tmp_path):
         record("tta", "slide argmax agreement", sl_agree, f">= {AGREE}", sl_agree >= AGREE),
         record("tta", "slide logits max |diff|", sl_diff, "<= 1e-4", sl_diff <= 1e-4),
     ]
-    assert ratios_ref, info
+    assert len(applied_ref) == 12, info
     assert all(ok)
