@@ -386,3 +386,18 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     cfg = composed("experiment=demo", "trainer.precision=32-true", f"paths.output_dir={tmp_path}")
     trainer = build_trainer(cfg, [], [])
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_cli_env_keeps_the_users_settings_out_of_the_commands(monkeypatch):
+    """A user's BISENET_PL_*, SLURM_*, W&B and DDP variables never reach a CLI under test; `extra` does."""
+    for key, value in {
+        "BISENET_PL_ROOT": "/somewhere/else",
+        "SLURM_RESTART_COUNT": "1",
+        "WANDB_API_KEY": "x" * 40,
+        "WANDB_MODE": "online",
+        "LOCAL_RANK": "1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    env = cli_env(SLURM_JOB_ID="7")
+    assert not {"BISENET_PL_ROOT", "SLURM_RESTART_COUNT", "WANDB_API_KEY", "LOCAL_RANK"} & set(env)
+    assert env["SLURM_JOB_ID"] == "7" and env["WANDB_MODE"] == "offline" and env["OMP_NUM_THREADS"] == "1"
