@@ -302,9 +302,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"data.{unknown[0]} is not a key the checker reads ({', '.join(sorted(known))})"
             )
         module = FolderDataModule(**kwargs)
-        splits = ("train", "val") if module.val_fraction is not None else SPLITS
-        folders = [module.split_folders.get(s, s) for s in splits]  # VOC's test is its val: checked once
-        splits = tuple(s for i, s in enumerate(splits) if folders[i] not in folders[:i])
+        wanted: tuple[str, ...] = ("train", "val") if module.val_fraction is not None else SPLITS
+        folders = [module.split_folders.get(s, s) for s in wanted]  # VOC's test is its val: checked once
+        splits = [s for i, s in enumerate(wanted) if folders[i] not in folders[:i]]
         with Progress(transient=True, console=make_console()) as progress:
             reports = [r for s in splits if (r := check_split(module, s, workers, progress)) is not None]
         if not reports:

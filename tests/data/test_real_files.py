@@ -32,7 +32,8 @@ from bisenet_pl.errors import ConfigError, DatasetError
 def exports(tmp_path_factory):
     root = tmp_path_factory.mktemp("exports")
     return {
-        name: make_export(name, root / name, n_train=6, n_val=3) for name in ("cvat", "voc", "colour", "flat")
+        name: make_export(name, root / name, n_train=6, n_val=3, objects=4)
+        for name in ("cvat", "voc", "colour", "flat")
     }
 
 

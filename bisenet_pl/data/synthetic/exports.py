@@ -27,16 +27,17 @@ from PIL import Image
 
 from bisenet_pl.data.presets import voc_palette
 
-#: The four object classes drawn and the VOC index each is stored under in the `voc` layout.
-SHAPE_CLASSES = ("background", "car", "person", "dog", "boat")
+#: The classes drawn (`objects` picks how many of the four object classes) and the VOC index each is
+#: stored under in the `voc` layout.
+SHAPE_CLASSES = ("background", "car", "dog", "person", "boat")
 _VOC_INDEX = {"background": 0, "car": 7, "person": 15, "dog": 12, "boat": 4}
 #: Paint colours (RGB) per class: a grey background and four hues a quarter turn apart, so that mmseg's
 #: photometric distortion (hue +-18 of OpenCV's 180) never moves one class onto another.
 _PAINT = {
     "background": (110, 110, 100),
     "car": (230, 40, 40),
-    "person": (135, 230, 40),
     "dog": (40, 220, 220),
+    "person": (135, 230, 40),
     "boat": (140, 40, 230),
 }
 #: The colour each class has in a colour-mask export (CVAT's label colours, `classes.yaml` palettes).
@@ -85,10 +86,12 @@ def make_export(
     height: int = 64,
     width: int = 96,
     seed: int = 0,
+    objects: int = 2,
 ) -> Path:
-    """Write `n_train` + `n_val` shape scenes in `layout` under `root`; returns `root`."""
+    """Write `n_train` + `n_val` shape scenes in `layout` under `root`, with background and `objects`
+    (1-4) object classes (`binary`: 1); returns `root`."""
     root = Path(root)
-    names = SHAPE_CLASSES[:2] if layout == "binary" else SHAPE_CLASSES
+    names = SHAPE_CLASSES[: 2 if layout == "binary" else 1 + max(1, min(int(objects), 4))]
     stems: dict[str, list[str]] = {}
     for split, count in (("train", n_train), ("val", n_val)):
         stems[split] = []
@@ -157,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--objects", type=int, default=2, help="object classes besides background (1-4)")
     a = parser.parse_args(argv)
-    make_export(a.layout, a.root, a.train, a.val, a.height, a.width, a.seed)
+    make_export(a.layout, a.root, a.train, a.val, a.height, a.width, a.seed, a.objects)
     print(f"{a.layout}: {a.train} train + {a.val} val images in {a.root}")
     return 0
 
