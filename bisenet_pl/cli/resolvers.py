@@ -69,12 +69,21 @@ def _cpu_precision(preferred: str = "bf16-mixed") -> str:
     return preferred if cpu_has_native_bf16() else "32-true"
 
 
+def _run_dir() -> str | None:
+    """This Hydra run's output folder, or None outside a Hydra run (a config composed by a test or an
+    API user): what a library object that records a file in the run folder is given."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return str(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+
+
 def register() -> None:
     for name, fn in (
         ("bpl.coalesce", _coalesce),
         ("bpl.gpus_if_gpu", _gpus_if_gpu),
         ("bpl.run_id", _run_id),
         ("bpl.cpu_precision", _cpu_precision),
+        ("bpl.run_dir", _run_dir),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

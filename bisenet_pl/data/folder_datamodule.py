@@ -44,7 +44,7 @@ class FolderDataModule(CityscapesDataModule):
         split_list: a file of stems per split (`ImageSets/Segmentation/{split}.txt`, VOC and CVAT).
         val_fraction: for a folder without splits: this share of the images (drawn by a hash of each
             path, so the same files always give the same split) is val (and test), the rest train; the
-            lists are written to the run folder (`data_split.yaml`).
+            lists are written to `record_dir` (`data_split.yaml`; the config passes the run folder).
         classes, palette, ignore_index, label_map, reduce_zero_label: the class table; unset ones come
             from `<root>/classes.yaml`, then from the preset.
         Other arguments: as `CityscapesDataModule` (batch size, workers, the augmentation's sizes).
@@ -61,6 +61,7 @@ class FolderDataModule(CityscapesDataModule):
         split_list: str | None = None,
         splits: Mapping[str, str] | None = None,
         val_fraction: float | None = None,
+        record_dir: str | Path | None = None,
         classes: Sequence[str] | None = None,
         palette: Sequence[Sequence[int]] | None = None,
         ignore_index: int | None = None,
@@ -92,6 +93,7 @@ class FolderDataModule(CityscapesDataModule):
             raise DatasetError(
                 f"data.val_fraction={self.val_fraction}: give a share between 0 and 1, e.g. 0.2"
             )
+        self.record_dir = None if record_dir is None else Path(record_dir)
         self._recorded = False
         self.table = ClassTable.resolve(
             self.root,
@@ -186,16 +188,14 @@ class FolderDataModule(CityscapesDataModule):
         raise DatasetError(f"split {split!r}: with data.val_fraction the splits are train and val")
 
     def _record(self, train: list[Pair], val: list[Pair]) -> None:
-        """Write the drawn split into the run folder (Hydra's output dir, rank zero), once."""
+        """Write the drawn split into the run folder (`record_dir`, which the config sets to the run's
+        output folder; rank zero), once."""
         if self._recorded or os.environ.get("RANK", "0") != "0" or os.environ.get("LOCAL_RANK", "0") != "0":
             return
         self._recorded = True
-        try:
-            from hydra.core.hydra_config import HydraConfig
-
-            out = Path(HydraConfig.get().runtime.output_dir)
-        except Exception:
+        if self.record_dir is None:
             return
+        out = self.record_dir
         record = {
             "root": str(self.root),
             "val_fraction": self.val_fraction,
