@@ -26,9 +26,7 @@ from bisenet_pl.errors import BisenetError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bisenet_pl.browse", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m bisenet_pl.browse", description=__doc__.split("\n")[0])
     parser.add_argument("data", nargs="*", help="data=<preset> and data.<key>=<value>, as for train")
     parser.add_argument("--n", type=int, default=8, help="samples per grid")
     parser.add_argument("--seed", type=int, default=0, help="the training order and augmentation draws")
