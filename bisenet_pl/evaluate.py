@@ -43,7 +43,9 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
     from bisenet_pl.data.preprocess import test_box
     from bisenet_pl.data.transforms import build_test_transform
+    from bisenet_pl.errors import DatasetError
     from bisenet_pl.evaluation.metrics import SegmentationMetric, format_results_table, results_to_jsonable
+    from bisenet_pl.evaluation.official import write_label_id_png
     from bisenet_pl.hardware import machine_info, resolve_device
     from bisenet_pl.inference.backends import load_net
     from bisenet_pl.inference.modes import InferenceConfig, require_logits, segment
@@ -82,7 +84,10 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         task = progress.add_task("evaluate", total=len(dataset))
         for batch in loader:
             if "label" not in batch:
-                raise_missing_labels(batch, cfg.split)
+                raise DatasetError(
+                    f"{batch['image_path'][0]}: split {cfg.split!r} has no labels to evaluate against; "
+                    "use `python -m bisenet_pl.predict` for unlabelled images"
+                )
             image = batch["image"].to(device)
             label = batch["label"].to(device)
             original = batch.get("original")
@@ -129,29 +134,6 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
         report_after(out_dir, datamodule)
     return payload
-
-
-def raise_missing_labels(batch: dict[str, Any], split: str) -> None:
-    from bisenet_pl.errors import DatasetError
-
-    raise DatasetError(
-        f"{batch['image_path'][0]}: split {split!r} has no labels to evaluate against; "
-        "use `python -m bisenet_pl.predict` for unlabelled images"
-    )
-
-
-def write_label_id_png(pred, folder: Path, name: str) -> Path:
-    """A prediction as Cityscapes label ids (`<city>_<seq>_<frame>*.png`), as the official tools read it."""
-    import numpy as np
-    from PIL import Image
-
-    from bisenet_pl.data.cityscapes import train_ids_to_label_ids
-
-    city = name.split("_")[0]
-    path = folder / city / f"{name}_pred_labelIds.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(train_ids_to_label_ids(pred.to("cpu").numpy().astype(np.uint8))).save(path)
-    return path
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")

@@ -67,3 +67,17 @@ def official_miou(pairs: Sequence[tuple[Path, str | Path]], out_dir: Path) -> di
         "IoU": scores,
         "categories_mIoU": 100.0 * float(result["averageScoreCategories"]),
     }
+
+
+def write_label_id_png(pred: Any, folder: Path, name: str) -> Path:
+    """A prediction as Cityscapes label ids (`<city>_<seq>_<frame>*.png`), as the official tools read it."""
+    import numpy as np
+    from PIL import Image
+
+    from bisenet_pl.data.cityscapes import train_ids_to_label_ids
+
+    city = name.split("_")[0]
+    path = folder / city / f"{name}_pred_labelIds.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(train_ids_to_label_ids(pred.to("cpu").numpy().astype(np.uint8))).save(path)
+    return path
