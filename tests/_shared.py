@@ -20,4 +20,5 @@ TINY = _module.TINY
 cli_env = _module.cli_env
 tiny_train_args = _module.tiny_train_args
 wait_for = _module.wait_for
+bare_trainer = _module.bare_trainer
 randomize_bn = _module.randomize_bn

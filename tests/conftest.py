@@ -152,6 +152,27 @@ def tiny_train_args(data: Path, root_dir: Path, *extra: str) -> list[str]:
     ]
 
 
+def bare_trainer(max_steps: int, callbacks: list, root, precision: str = "64-true"):
+    """A CPU Trainer that only trains: no logger, checkpoints, bar, summary or validation (the tests that
+    compare training dynamics step by step)."""
+    import lightning.pytorch as pl
+
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+        default_root_dir=str(root),
+    )
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float, proc: subprocess.Popen | None = None) -> None:
     """Poll until `predicate()`; fail early with the process output if it died meanwhile."""
     deadline = time.monotonic() + timeout

@@ -43,6 +43,7 @@ import lightning.pytorch as pl
 import numpy as np
 import ours
 import torch
+from _shared import bare_trainer
 from conftest import load
 
 STEPS, WARMUP, MAX_ITERS, BATCH, SIZE = 3, 1000, 160000, 2, 64
@@ -92,20 +93,7 @@ def _fit(initial, batches, style, tmp_path):
         sync_bn_heads=False,
     )
     log = _Log()
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=STEPS,
-        precision="64-true",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        callbacks=[log],
-        default_root_dir=str(tmp_path),
-    )
+    trainer = bare_trainer(STEPS, [log], tmp_path)
     loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False)
     trainer.fit(module, train_dataloaders=loader)
     return log.rows, model

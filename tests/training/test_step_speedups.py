@@ -18,6 +18,7 @@ import copy
 import lightning.pytorch as pl
 import pytest
 import torch
+from _shared import bare_trainer
 
 from bisenet_pl.models import Segmentor
 from bisenet_pl.training.losses import MultiHeadLoss
@@ -52,20 +53,7 @@ def _fit(init: Segmentor, tmp_path, **module_kw) -> tuple[list[dict[str, float]]
         copy.deepcopy(init), MultiHeadLoss(), warmup_steps=2, max_steps=100, sync_bn_heads=False, **module_kw
     )
     losses = _Losses()
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=STEPS,
-        precision="64-true",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        callbacks=[losses],
-        default_root_dir=str(tmp_path),
-    )
+    trainer = bare_trainer(STEPS, [losses], tmp_path)
     loader = torch.utils.data.DataLoader(_batches(), batch_size=None, shuffle=False)
     trainer.fit(module, train_dataloaders=loader)
     assert len(losses.rows) == STEPS
