@@ -91,9 +91,11 @@ def _fit(tmp_path, item_delay: float, step_delay: float, steps: int = 14):
 
 def test_slow_data_is_measured_and_warned_once(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="bisenet_pl.training.callbacks"):
-        trainer, monitor = _fit(tmp_path, item_delay=0.02, step_delay=0.0)  # ~40 ms data, ~0 ms step
+        # ~200 ms of data per batch against a step of a few ms: data must be most of each step even on a
+        # loaded machine (where Lightning's own per-step work slows down, the sleep does not)
+        trainer, monitor = _fit(tmp_path, item_delay=0.1, step_delay=0.0)
     share = float(trainer.callback_metrics["train/data_wait_share"])
-    assert share > 0.6, share
+    assert share > 0.5, share
     warnings = [r.getMessage() for r in caplog.records if "waited for data" in r.getMessage()]
     assert len(warnings) == 1, warnings  # one warning, not one per step
     assert "data.num_workers" in warnings[0] and "bisenet_pl.data.cache" in warnings[0]
