@@ -177,7 +177,7 @@ def find_samples(root: Path, split: str, ignore_missing_labels: bool = False) ->
     (docs/reproduction.md#data).
 
     Sorted by path, as mmseg scans. Prefers `_gtFine_labelTrainIds.png`; falls back to
-    `_gtFine_labelIds.png` (mapped on the fly, DESIGN.md "Labels"), so no conversion step is needed.
+    `_gtFine_labelIds.png` (mapped on the fly, docs/data.md), so no conversion step is needed.
     Split `test` has no public labels: there a missing label is normal.
     """
     root = Path(root).expanduser()

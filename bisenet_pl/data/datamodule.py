@@ -5,7 +5,7 @@ because mmseg's protocol needs two different rules (docs/reproduction.md#augment
 - train: `DistributedSampler(shuffle=True, drop_last=True)`, like mmseg v0.x; Lightning calls `set_epoch`;
 - val/test: every image exactly once across ranks (no padding with repeated images), since the metric
   sums confusion matrices over ranks and a repeated image would be counted twice.
-`batch_size` is per device (DESIGN.md): the global batch is world_size x batch_size.
+`batch_size` is per device (docs/training.md): the global batch is world_size x batch_size.
 """
 
 from __future__ import annotations

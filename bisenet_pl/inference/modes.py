@@ -1,7 +1,7 @@
 """The one inference path: whole-image, sliding-window and multi-scale + flip, as mmseg runs them.
 
 Validation, test, evaluate, predict, benchmark and the ONNX backend all call `segment`, so a number
-measured in one is the number of the others (DESIGN.md). `net` is any callable mapping a normalised
+measured in one is the number of the others (docs/architecture.md). `net` is any callable mapping a normalised
 image batch (N,3,H,W) to logits at the same H,W: a `Segmentor` in eval mode (whose forward already does
 mmseg's first bilinear resize from 1/8 to the input size) or an ONNX Runtime session wrapper.
 
