@@ -122,7 +122,7 @@ def make_frames(root: Path, n: int) -> Path:
 
 
 def _our_dataset(root: Path, cache: Path | None) -> Any:
-    from bisenet_pl.data.datamodule import CityscapesDataModule
+    from bisenet_pl.data.cityscapes_datamodule import CityscapesDataModule
 
     dm = CityscapesDataModule(root, num_workers=0, generate_if_missing=False, cache=cache, seed=0)
     return dm.make_dataset("train", dm._train_transform(), False, True)  # what setup("fit") trains on

@@ -89,12 +89,14 @@ def spec_from_config(cfg: DictConfig) -> InferenceBenchmark:
     )
 
 
-def benchmark(cfg: DictConfig, argv: Sequence[str] | None = None) -> dict[str, Any]:
+def benchmark(
+    cfg: DictConfig, argv: Sequence[str] | None = None, spec: InferenceBenchmark | None = None
+) -> dict[str, Any]:
     """Run the benchmark `cfg` describes; write its JSON to `cfg.output` when that is set."""
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     result = run_inference_benchmark(
-        spec_from_config(cfg),
+        spec or spec_from_config(cfg),
         command_line(argv if argv is not None else sys.argv, module="bisenet_pl.benchmark"),
     )
     print(result["summary"])
@@ -106,33 +108,7 @@ def benchmark(cfg: DictConfig, argv: Sequence[str] | None = None) -> dict[str, A
     return result
 
 
-def default_output_name(cfg: DictConfig) -> str:
-    """`bench_inference_<device>_<backend>_<path flags>_<HxW>.json`."""
-    h, w = parse_size(cfg.size)
-    if cfg.fast:
-        flags = "fast"
-    else:
-        flags = "_".join(
-            f
-            for f in (
-                "fused" if cfg.fuse else "",
-                "cl" if cfg.channels_last else "",
-                str(cfg.precision),
-                "heavy" if cfg.precision != "fp32" and cfg.scope == "heavy" else "",
-                "compiled" if cfg.compile else "",
-                "fastargmax" if cfg.fast_argmax else "",
-            )
-            if f
-        )
-    device = (
-        "cuda"
-        if str(cfg.device) == "auto" and torch.cuda.is_available()
-        else str(cfg.device).replace("auto", "cpu")
-    )
-    return f"bench_inference_{device.split(':')[0]}_{cfg.backend}_{flags}_{h}x{w}.json"
-
-
-def resolve_output(cfg: DictConfig, run_dir: Path | None) -> str | None:
+def resolve_output(cfg: DictConfig, spec: InferenceBenchmark, run_dir: Path | None) -> str | None:
     """`output=auto` (the default): the run folder; `output=experiments`: the project's `experiments/`
     (what `make bench` records); any other value is a path; null writes nothing. A user's own run
     never overwrites the project's committed results unless asked to."""
@@ -140,17 +116,18 @@ def resolve_output(cfg: DictConfig, run_dir: Path | None) -> str | None:
     if output in (None, ""):
         return None
     if output == "auto":
-        return str((run_dir or Path(".")) / default_output_name(cfg))
+        return str((run_dir or Path(".")) / spec.file_name())
     if output == "experiments":
-        return str(Path(str(cfg.experiments_dir)) / default_output_name(cfg))
+        return str(Path(str(cfg.experiments_dir)) / spec.file_name())
     return str(output)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="benchmark")
 @readable_errors
 def main(cfg: DictConfig) -> float:
-    OmegaConf.update(cfg, "output", resolve_output(cfg, hydra_output_dir()), merge=False)
-    return float(benchmark(cfg)["fps"])
+    spec = spec_from_config(cfg)
+    OmegaConf.update(cfg, "output", resolve_output(cfg, spec, hydra_output_dir()), merge=False)
+    return float(benchmark(cfg, spec=spec)["fps"])
 
 
 if __name__ == "__main__":

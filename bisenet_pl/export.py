@@ -29,6 +29,7 @@ from bisenet_pl.cli import (
 quiet_environment()
 
 import hydra  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from bisenet_pl.deploy.contract import GraphContract, sidecar_path  # noqa: E402
@@ -85,8 +86,6 @@ def export_int8_model(
     cfg: DictConfig, fmt: str, out: Path, model: Any, meta: dict[str, Any]
 ) -> dict[str, Any]:
     """format=onnx-int8|openvino-int8: calibrate on the data's train split, gate on its val split."""
-    from hydra.utils import instantiate
-
     from bisenet_pl.checkpoints.meta import complete_meta
     from bisenet_pl.data.preprocess import test_box
     from bisenet_pl.data.transforms import build_test_transform
@@ -96,8 +95,7 @@ def export_int8_model(
 
     full = complete_meta(int(model.num_classes), meta)
     box = test_box(full, cfg.test_scale)
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
+    (datamodule := instantiate(cfg.data)).prepare_data()
     require_same_classes(cfg.ckpt, list(full["classes"]), datamodule, "calibrate and gate it")
     transform = build_test_transform(box)
     split, gate_split = str(cfg.calibration.split), str(cfg.gate.split)
@@ -126,8 +124,8 @@ def export_int8_model(
         opset=cfg.opset,
         calibration_split=split,
     )
-    weights = out if fmt == "onnx-int8" else out.with_suffix(".bin")
     print(result.gate.line())
+    weights = out if fmt == "onnx-int8" else out.with_suffix(".bin")
     print(
         f"wrote {out} ({weights.stat().st_size / 2**20:.1f} MB, {fmt}, calibrated on "
         f"{result.meta['calibration']['images']} {split} images, {time.perf_counter() - t0:.1f} s) and "

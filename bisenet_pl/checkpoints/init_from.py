@@ -14,7 +14,6 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -82,17 +81,12 @@ def load_matching(model: Segmentor, path: str | os.PathLike[str]) -> InitReport:
     return report
 
 
-def build_segmentor(init_from: str | None = None, **config: Any) -> Segmentor:
-    """`Segmentor(**config)`, then `load_matching(init_from)` when given: the `model` config's target,
-    so `model.init_from=<file>` fine-tunes from a checkpoint.
-
-    The report goes to the log, so a run's `train.log` records what was loaded and what was not.
-    """
-    model = Segmentor(**config)
-    if init_from:
-        report = load_matching(model, init_from)
-        log.info("%s", report.summary())
+def start_from(model: Segmentor, path: str | os.PathLike[str]) -> Segmentor:
+    """`load_matching(model, path)` with its report in the log (so a run's `train.log` records what was
+    loaded and what was not): what `model.init_from=<file>` does to the freshly built network."""
+    report = load_matching(model, path)
+    log.info("%s", report.summary())
     return model
 
 
-__all__ = ["CLASSIFIER_SUFFIXES", "InitReport", "build_segmentor", "load_matching"]
+__all__ = ["CLASSIFIER_SUFFIXES", "InitReport", "load_matching", "start_from"]

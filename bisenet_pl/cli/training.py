@@ -84,15 +84,21 @@ def build_module(cfg: DictConfig, datamodule: Any) -> Any:
             f"model.num_classes={asked} but the data has {n} classes ({', '.join(datamodule.class_names[:6])}"
             f"{', ...' if n > 6 else ''}): leave model.num_classes out, the data decides it"
         )
+    # `model.init_from` is not the network's argument: the fresh network then takes the file's tensors
+    network = instantiate({k: v for k, v in cfg.model.items() if k != "init_from"}, num_classes=n)
+    if cfg.model.get("init_from"):
+        from bisenet_pl.checkpoints.init_from import start_from
+
+        network = start_from(network, str(cfg.model.init_from))
     return instantiate(
         cfg.module,
-        model=instantiate(cfg.model, num_classes=n),
+        model=network,
         loss=instantiate(cfg.loss, ignore_index=int(datamodule.ignore_index)),
         class_names=list(datamodule.class_names),
         palette=datamodule.palette,
         ignore_index=int(datamodule.ignore_index),
         test_scale=list(datamodule.test_scale),
-        _convert_="object",
+        _convert_="all",  # plain dicts and lists: the schema's nested options become a dict
     )
 
 

@@ -1,4 +1,5 @@
-"""Cityscapes data: the dataset, mmseg's augmentation pipelines, the DataModule and the synthetic set.
+"""Data: the generic DataModule and its Cityscapes and folder specialisations, mmseg's augmentation
+pipelines, the datasets and the synthetic set.
 
 Names are imported lazily so that `import bisenet_pl.data.cityscapes` (constants only) does not pull in
 Lightning or albumentations.
@@ -14,7 +15,9 @@ _LAZY = {
     "train_ids_to_label_ids": "bisenet_pl.data.cityscapes",
     "build_train_transform": "bisenet_pl.data.transforms",
     "build_test_transform": "bisenet_pl.data.transforms",
-    "CityscapesDataModule": "bisenet_pl.data.datamodule",
+    "SegmentationDataModule": "bisenet_pl.data.datamodule",
+    "CityscapesDataModule": "bisenet_pl.data.cityscapes_datamodule",
+    "FolderDataModule": "bisenet_pl.data.folder_datamodule",
     "make_synthetic_cityscapes": "bisenet_pl.data.synthetic",
     "ensure_dataset": "bisenet_pl.data.synthetic",
 }

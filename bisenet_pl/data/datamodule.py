@@ -1,4 +1,5 @@
-"""`CityscapesDataModule`: loaders for training by iterations, sharded evaluation and prediction.
+"""`SegmentationDataModule`, the base every dataset specialises: loaders for training by iterations,
+sharded evaluation and prediction.
 
 Sampling is done here rather than by Lightning (the trainer runs with `use_distributed_sampler=False`)
 because mmseg's protocol needs two different rules (docs/reproduction.md#augmentation, docs/libraries.md):
@@ -25,17 +26,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bisenet_pl.data.cityscapes import (
-    CLASSES,
-    IGNORE_INDEX,
-    NUM_CLASSES,
-    PALETTE,
-    CityscapesDataset,
-    find_samples,
-)
 from bisenet_pl.data.limits import check_trainable
 from bisenet_pl.data.samplers import ResumableLoader, ResumableSampler
-from bisenet_pl.data.synthetic import ensure_dataset
 from bisenet_pl.data.transforms import build_test_transform, build_train_transform
 from bisenet_pl.errors import DatasetError
 
@@ -178,16 +170,21 @@ def _pair(value: Sequence[Any], name: str, kind: type = int) -> tuple[Any, Any]:
     return values
 
 
-class CityscapesDataModule(L.LightningDataModule):
-    """Cityscapes (or the synthetic set in its layout) for training, validation, test and prediction.
+class SegmentationDataModule(L.LightningDataModule):
+    """What every segmentation dataset shares: mmseg's augmentation recipe with its sizes, the per-device
+    batch, loader processes, the train sampler that resumes mid-epoch and the sharded evaluation samplers.
+
+    A dataset specialises it with its files and its class table: `make_dataset` (one split from disk),
+    `first_file_check` (a cheap check before the model is built) and the class metadata
+    (`class_names`, `palette`, `ignore_index`, `has_label_ids`). `CityscapesDataModule` and
+    `FolderDataModule` are the two in the package.
 
     `crop_size` is (h, w); `scale` and `test_scale` are mmseg's (long, short) boxes
     (docs/reproduction.md#augmentation).
-    With `generate_if_missing`, `prepare_data()` writes the synthetic dataset into `root` when it holds none
-    (`synthetic` = options for `make_synthetic_cityscapes`). When `synthetic_root` is given, generation only
-    happens when `root` is that folder, so a mistyped path to real data fails instead of silently training
-    on fake data.
     """
+
+    #: Channel order the dataset's `__getitem__` yields (the pipeline gives the same pixels either way).
+    input_order = "bgr"
 
     def __init__(
         self,
@@ -202,21 +199,15 @@ class CityscapesDataModule(L.LightningDataModule):
         keep_original: bool = False,
         photometric: bool = True,
         flip_prob: float = 0.5,
-        generate_if_missing: bool = True,
-        synthetic: dict[str, Any] | None = None,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         seed: int = 0,
         val_split: str = "val",
         test_split: str = "val",
         predict_split: str = "test",
-        synthetic_root: str | Path | None = None,
-        cache: str | Path | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(str(root)).expanduser()
-        # the decoded-frame cache (`python -m bisenet_pl.data.cache`), None: decode the PNGs
-        self.cache = None if cache in (None, "") else Path(str(cache)).expanduser()
         self.batch_size = _number(batch_size, "batch_size")
         # None / "auto": one loader process per core of each device (`auto_workers`), chosen when the
         # loaders are built (the device count is the trainer's) and stated in the log.
@@ -236,9 +227,6 @@ class CityscapesDataModule(L.LightningDataModule):
         self.keep_original = bool(keep_original)
         self.photometric = bool(photometric)
         self.flip_prob = _number(flip_prob, "flip_prob", float)
-        self.generate_if_missing = bool(generate_if_missing)
-        self.synthetic = dict(synthetic or {})
-        self.synthetic_root = None if synthetic_root is None else Path(str(synthetic_root)).expanduser()
         self.pin_memory = pin_memory
         self.persistent_workers = bool(persistent_workers)
         self.seed = _number(seed, "seed")
@@ -248,49 +236,38 @@ class CityscapesDataModule(L.LightningDataModule):
         self.test_dataset: Dataset | None = None
         self.predict_dataset: Dataset | None = None
 
-    # ---- metadata -----------------------------------------------------------------------------------
+    # ---- what a dataset specialises ----------------------------------------------------------------
     @property
     def class_names(self) -> tuple[str, ...]:
-        return CLASSES
+        raise NotImplementedError
 
     @property
     def num_classes(self) -> int:
-        return NUM_CLASSES
+        return len(self.class_names)
 
     @property
     def palette(self) -> list[list[int]]:
-        return [list(c) for c in PALETTE]
+        raise NotImplementedError
 
     @property
     def ignore_index(self) -> int:
-        return IGNORE_INDEX
+        return 255
 
     @property
     def has_label_ids(self) -> bool:
         """Whether predictions convert to the dataset's own label ids (Cityscapes' labelIds)."""
-        return True
+        return False
 
-    # ---- data on disk ---------------------------------------------------------------------------------
-    def _may_generate(self) -> bool:
-        if not self.generate_if_missing:
-            return False
-        if self.synthetic_root is None:
-            return True
-        return self.root.resolve() == self.synthetic_root.resolve()
+    def make_dataset(self, split: str, transform: Any, keep_original: bool, with_labels: bool) -> Dataset:
+        """One split's dataset: the only place where the layout on disk matters."""
+        raise NotImplementedError
 
-    def prepare_data(self) -> None:
-        """Generate the synthetic dataset into `root` if allowed and `root` holds none (one log line)."""
-        if self._may_generate():
-            ensure_dataset(self.root, **self.synthetic)
+    def first_file_check(self, split: str = "train") -> None:
+        """Cheap checks before the model is built, so that a wrong path fails in a second."""
+        raise NotImplementedError
 
+    # ---- splits ---------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        if self.cache is not None and type(self).make_dataset is not CityscapesDataModule.make_dataset:
-            raise DatasetError(
-                f"data.cache works with the Cityscapes layout only; {type(self).__name__} reads its own "
-                "files (remove data.cache)"
-            )
-        if self._may_generate():  # a no-op when present; covers callers that skip prepare_data()
-            ensure_dataset(self.root, **self.synthetic)
         if stage in (None, "fit") and self.train_dataset is None:
             check_trainable(self.batch_size, self.crop_size)  # batch 1 per device: refused here, not in BN
             train = self.make_dataset("train", self._train_transform(), False, True)
@@ -306,22 +283,6 @@ class CityscapesDataModule(L.LightningDataModule):
         if stage in (None, "predict") and self.predict_dataset is None:
             self.predict_dataset = self.make_dataset(self.predict_split, self._test_transform(), False, False)
 
-    def make_dataset(self, split: str, transform: Any, keep_original: bool, with_labels: bool) -> Dataset:
-        """One split's dataset: the only place where the layout on disk matters (`FolderDataModule`
-        overrides it)."""
-        return CityscapesDataset(
-            self.root,
-            split,
-            transform,
-            keep_original=keep_original,
-            with_labels=with_labels,
-            cache=self.cache,
-        )
-
-    def first_file_check(self, split: str = "train") -> None:
-        """Cheap checks before the model is built (a wrong path fails in a second): pairing the split."""
-        find_samples(self.root, split)
-
     def _train_transform(self) -> Any:
         rank, _ = _dist_info()
         return build_train_transform(
@@ -332,16 +293,11 @@ class CityscapesDataModule(L.LightningDataModule):
             flip_prob=self.flip_prob,
             photometric=self.photometric,
             seed=[self.seed, rank],  # main-process stream (num_workers=0); workers reseed in worker_init
-            input_order=self._input_order(),
+            input_order=self.input_order,
         )
 
-    def _input_order(self) -> str:
-        """RGB for our Cityscapes dataset (libspng decodes RGB; the pipeline gives the same pixels without
-        a channel swap), BGR for a subclass's own dataset (`make_dataset` overridden)."""
-        return "rgb" if type(self).make_dataset is CityscapesDataModule.make_dataset else "bgr"
-
     def _test_transform(self) -> Any:
-        return build_test_transform(scale=self.test_scale, input_order=self._input_order())
+        return build_test_transform(scale=self.test_scale, input_order=self.input_order)
 
     def _at_least_one_batch(self, dataset: Dataset) -> Dataset:
         _, world = _dist_info()

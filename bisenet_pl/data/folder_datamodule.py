@@ -1,7 +1,7 @@
 """`data=folder` (and the `camvid`, `ade20k` presets): any image/mask folder through mmseg's recipe.
 
-Everything but the files is Cityscapes' datamodule: the same augmentation (with the dataset's sizes),
-samplers, workers and seeding. Only pairing, the class table and the label decoding differ, and the
+It specialises the generic `SegmentationDataModule` (the augmentation with the dataset's sizes, samplers,
+workers and seeding) with pairing, the class table and the label decoding. The
 class table is the one source of the class count for the model, the loss, the metric and the
 checkpoint's meta (`bisenet_pl.train` reads it from here).
 """
@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from torch.utils.data import Dataset
 
-from bisenet_pl.data.datamodule import CityscapesDataModule
+from bisenet_pl.data.datamodule import SegmentationDataModule
 from bisenet_pl.data.folder import ClassTable, FolderDataset, Pair, find_pairs, read_mask
 from bisenet_pl.data.presets import preset as preset_fields
 from bisenet_pl.data.strict import describe, orientation_note, strict_decode
@@ -33,7 +33,7 @@ _TABLE_KEYS = ("classes", "palette", "ignore_index", "label_map", "reduce_zero_l
 _RECIPE_KEYS = ("scale", "crop_size", "test_scale", "ratio_range")
 
 
-class FolderDataModule(CityscapesDataModule):
+class FolderDataModule(SegmentationDataModule):
     """Images and masks in folders (or list files), paired by stem, with an explicit label encoding.
 
     Args:
@@ -47,7 +47,7 @@ class FolderDataModule(CityscapesDataModule):
             lists are written to `record_dir` (`data_split.yaml`; the config passes the run folder).
         classes, palette, ignore_index, label_map, reduce_zero_label: the class table; unset ones come
             from `<root>/classes.yaml`, then from the preset.
-        Other arguments: as `CityscapesDataModule` (batch size, workers, the augmentation's sizes).
+        Other arguments: `SegmentationDataModule`'s (batch size, workers, the augmentation's switches).
     """
 
     def __init__(
@@ -83,7 +83,6 @@ class FolderDataModule(CityscapesDataModule):
         }  # fmt: skip
         fields.update({k: v for k, v in given.items() if v is not None})
         recipe = {k: fields[k] for k in _RECIPE_KEYS if k in fields}
-        kwargs.setdefault("generate_if_missing", False)
         super().__init__(root, **recipe, **kwargs)
         self.preset = preset
         self.layout: dict[str, Any] = {k: fields.get(k) for k in _LAYOUT_KEYS}
@@ -112,20 +111,12 @@ class FolderDataModule(CityscapesDataModule):
         return tuple(self.table.classes)
 
     @property
-    def num_classes(self) -> int:
-        return len(self.table.classes)
-
-    @property
     def palette(self) -> list[list[int]]:
         return [list(c) for c in self.table.palette]
 
     @property
     def ignore_index(self) -> int:
         return self.encoding.ignore_index
-
-    @property
-    def has_label_ids(self) -> bool:
-        return False
 
     # ---- files ------------------------------------------------------------------------------------------
     def pairs(

@@ -149,7 +149,7 @@ def datamodule_for(data: str, options: dict[str, Any], seed: int) -> Any:
 
     options = {**options, "seed": seed}
     if data == "cityscapes":
-        from bisenet_pl.data.datamodule import CityscapesDataModule
+        from bisenet_pl.data.cityscapes_datamodule import CityscapesDataModule
 
         default = Path("data") / "synthetic_cityscapes"
         options.setdefault("root", default)

@@ -43,6 +43,25 @@ class InferenceBenchmark:
     seed: int = 0
     agreement_images: int = 2
 
+    def file_name(self) -> str:
+        """`bench_inference_<device>_<backend>_<path flags>_<HxW>.json`: where a result is recorded."""
+        h, w = self.size
+        opts = self.options
+        if self.fast:
+            flags = "fast"
+        else:
+            reduced = opts is not None and opts.precision != "fp32"
+            parts = (
+                "fused" if opts is not None and opts.fuse else "",
+                "cl" if opts is not None and opts.channels_last else "",
+                "fp32" if opts is None else str(opts.precision),
+                "heavy" if reduced and opts.scope == "heavy" else "",
+                "compiled" if opts is not None and opts.compile else "",
+                "fastargmax" if self.fast_argmax else "",
+            )
+            flags = "_".join(f for f in parts if f)
+        return f"bench_inference_{self.device.type}_{self.backend}_{flags}_{h}x{w}.json"
+
 
 def run_inference_benchmark(spec: InferenceBenchmark, command: str = "") -> dict[str, Any]:
     """Time `spec`'s path and return the result record (what `benchmark` prints and writes)."""

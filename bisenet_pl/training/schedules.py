@@ -37,9 +37,11 @@ checkpoint stays loadable with ``torch.load(weights_only=True)`` (docs/libraries
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
-from typing import Literal, cast
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -48,98 +50,89 @@ Style = Literal["mmcv", "mmengine"]
 STYLES: tuple[str, ...] = ("mmcv", "mmengine")
 
 
-def _check_args(
-    base_lr: float,
-    max_steps: int,
-    warmup_steps: int,
-    warmup_ratio: float,
-    power: float,
-    min_lr: float,
-    style: str,
-) -> None:
-    if style not in STYLES:
-        raise ValueError(f"Unknown LR schedule style {style!r}; expected one of {STYLES}.")
-    if max_steps <= 0:
-        raise ValueError(f"max_steps must be positive, got {max_steps}.")
-    if warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
-    # A warm-up longer than the run is allowed, as in mmcv and mmengine: a short smoke run of a table row
-    # (`trainer.max_steps=2`) simply stays in warm-up; `SegmentationModule` warns about it.
-    if not 0.0 <= warmup_ratio <= 1.0:
-        raise ValueError(f"warmup_ratio must be in [0, 1], got {warmup_ratio}.")
-    if power < 0:
-        raise ValueError(f"power must be >= 0, got {power}.")
-    if base_lr < 0 or min_lr < 0:
-        raise ValueError(f"base_lr and min_lr must be >= 0, got {base_lr} and {min_lr}.")
+@dataclass(frozen=True)
+class PolySchedule:
+    """The curve's shape apart from its base LR (mmseg's Cityscapes values by default), checked once.
 
-
-def warmup_poly_lr(
-    step: int,
-    base_lr: float = 0.05,
-    max_steps: int = 160000,
-    warmup_steps: int = 1000,
-    warmup_ratio: float = 0.1,
-    power: float = 0.9,
-    min_lr: float = 1e-4,
-    style: Style = "mmcv",
-) -> float:
-    """LR at the 0-based iteration ``step`` (the LR the optimiser uses for that iteration's update).
-
-    See the module docstring for the two formulas and why they differ (docs/reproduction.md#schedule).
+    The one list of the schedule's options: `warmup_poly_lr`, `WarmupPolyMultiplier` and
+    `build_warmup_poly_scheduler` take them as keywords and hand them here.
     """
-    _check_args(base_lr, max_steps, warmup_steps, warmup_ratio, power, min_lr, style)
-    if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}.")
-    t = float(step)
-    if style == "mmcv":
-        if step >= max_steps:
-            return float(min_lr)
-        poly = (base_lr - min_lr) * (1.0 - t / max_steps) ** power + min_lr
+
+    max_steps: int = 160000
+    warmup_steps: int = 1000
+    warmup_ratio: float = 0.1
+    power: float = 0.9
+    min_lr: float = 1e-4
+    style: Style = "mmcv"
+
+    def __post_init__(self) -> None:
+        for name, kind in (("max_steps", int), ("warmup_steps", int), ("warmup_ratio", float),
+                           ("power", float), ("min_lr", float), ("style", str)):  # fmt: skip
+            object.__setattr__(self, name, kind(getattr(self, name)))  # configs hand over e.g. 1e3
+        if self.style not in STYLES:
+            raise ValueError(f"Unknown LR schedule style {self.style!r}; expected one of {STYLES}.")
+        if self.max_steps <= 0:
+            raise ValueError(f"max_steps must be positive, got {self.max_steps}.")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}.")
+        # A warm-up longer than the run is allowed, as in mmcv and mmengine: a short smoke run of a table
+        # row (`trainer.max_steps=2`) simply stays in warm-up; `SegmentationModule` warns about it.
+        if not 0.0 <= self.warmup_ratio <= 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}.")
+        if self.power < 0:
+            raise ValueError(f"power must be >= 0, got {self.power}.")
+        if self.min_lr < 0:
+            raise ValueError(f"min_lr must be >= 0, got {self.min_lr}.")
+
+    def lr(self, step: int, base_lr: float) -> float:
+        """LR at the 0-based iteration `step` (see the module docstring for the two formulas)."""
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}.")
+        if base_lr < 0:
+            raise ValueError(f"base_lr must be >= 0, got {base_lr}.")
+        t, min_lr, power = float(step), self.min_lr, self.power
+        max_steps, warmup_steps, warmup_ratio = self.max_steps, self.warmup_steps, self.warmup_ratio
+        if self.style == "mmcv":
+            if step >= max_steps:
+                return float(min_lr)
+            poly = (base_lr - min_lr) * (1.0 - t / max_steps) ** power + min_lr
+            if step < warmup_steps:
+                return poly * (1.0 - (1.0 - t / warmup_steps) * (1.0 - warmup_ratio))
+            return poly
+        # mmengine: LinearLR over t = 0..warmup_steps-1, then PolyLR from t = warmup_steps.
         if step < warmup_steps:
-            return poly * (1.0 - (1.0 - t / warmup_steps) * (1.0 - warmup_ratio))
-        return poly
-    # mmengine: LinearLR over t = 0..warmup_steps-1, then PolyLR from t = warmup_steps.
-    if step < warmup_steps:
-        if warmup_steps == 1:  # LinearLR with a single step only applies start_factor.
-            return base_lr * warmup_ratio
-        return base_lr * (warmup_ratio + (1.0 - warmup_ratio) * t / (warmup_steps - 1))
-    total = max_steps - warmup_steps - 1
-    k = step - warmup_steps
-    if k >= total:
-        return float(min_lr)
-    return min_lr + (base_lr - min_lr) * (1.0 - k / total) ** power
+            if warmup_steps == 1:  # LinearLR with a single step only applies start_factor.
+                return base_lr * warmup_ratio
+            return base_lr * (warmup_ratio + (1.0 - warmup_ratio) * t / (warmup_steps - 1))
+        total = max_steps - warmup_steps - 1
+        k = step - warmup_steps
+        if k >= total:
+            return float(min_lr)
+        return min_lr + (base_lr - min_lr) * (1.0 - k / total) ** power
+
+
+def warmup_poly_lr(step: int, base_lr: float = 0.05, **schedule: Any) -> float:
+    """LR at the 0-based iteration ``step`` (the LR the optimiser uses for that iteration's update);
+    `schedule`: `PolySchedule`'s options (max_steps, warmup_steps, warmup_ratio, power, min_lr, style)."""
+    return PolySchedule(**schedule).lr(step, base_lr)
 
 
 class WarmupPolyMultiplier:
     """``LambdaLR`` multiplier: ``warmup_poly_lr(step, ...) / base_lr``.
 
-    A class with plain attributes (not a closure or lambda) so that ``LambdaLR.state_dict()`` saves it
-    as a plain dict, which round-trips through ``load_state_dict`` and ``torch.load(weights_only=True)``.
+    A class with plain attributes (not a closure, a lambda or a dataclass) so that
+    ``LambdaLR.state_dict()`` saves it as a plain dict, which round-trips through ``load_state_dict`` and
+    ``torch.load(weights_only=True)``.
     """
 
-    def __init__(
-        self,
-        base_lr: float,
-        max_steps: int = 160000,
-        warmup_steps: int = 1000,
-        warmup_ratio: float = 0.1,
-        power: float = 0.9,
-        min_lr: float = 1e-4,
-        style: Style = "mmcv",
-    ) -> None:
-        _check_args(base_lr, max_steps, warmup_steps, warmup_ratio, power, min_lr, style)
+    def __init__(self, base_lr: float, **schedule: Any) -> None:
         if base_lr <= 0:
             raise ValueError(f"base_lr must be > 0 for a multiplicative LR schedule, got {base_lr}.")
         self.base_lr = float(base_lr)
-        self.max_steps = int(max_steps)
-        self.warmup_steps = int(warmup_steps)
-        self.warmup_ratio = float(warmup_ratio)
-        self.power = float(power)
-        self.min_lr = float(min_lr)
-        self.style = cast(Style, str(style))  # one of STYLES: _check_args checked it
+        # the attributes are exactly warmup_poly_lr's keyword arguments (and all this object holds)
+        self.__dict__.update(dataclasses.asdict(PolySchedule(**schedule)))
 
     def __call__(self, step: int) -> float:
-        # the attributes are exactly warmup_poly_lr's keyword arguments (and all this object holds)
         return warmup_poly_lr(step, **self.__dict__) / self.base_lr
 
     def __repr__(self) -> str:
@@ -147,15 +140,7 @@ class WarmupPolyMultiplier:
 
 
 def build_warmup_poly_scheduler(
-    optimizer: torch.optim.Optimizer,
-    base_lr: float | None = None,
-    max_steps: int = 160000,
-    warmup_steps: int = 1000,
-    warmup_ratio: float = 0.1,
-    power: float = 0.9,
-    min_lr: float = 1e-4,
-    style: Style = "mmcv",
-    last_epoch: int = -1,
+    optimizer: torch.optim.Optimizer, base_lr: float | None = None, last_epoch: int = -1, **schedule: Any
 ) -> LambdaLR:
     """A ``LambdaLR`` that sets each param group's LR to ``warmup_poly_lr(k, base_lr=<group lr>, ...)``.
 
@@ -166,6 +151,7 @@ def build_warmup_poly_scheduler(
     ``base_lr`` is the optimiser's LR; it is taken from the param groups (``initial_lr`` when resuming,
     else ``lr``). Passing it is only a consistency check: a mismatch raises instead of silently
     training at another LR. ``min_lr`` is absolute, as in mmcv/mmengine, for every group.
+    `schedule`: `PolySchedule`'s options.
     """
     lambdas: list[Callable[[int], float]] = []
     for i, group in enumerate(optimizer.param_groups):
@@ -175,15 +161,5 @@ def build_warmup_poly_scheduler(
                 f"Param group {i} has lr={group_lr} but the schedule was given base_lr={base_lr}; "
                 "set the optimizer's lr to the schedule's base_lr."
             )
-        lambdas.append(
-            WarmupPolyMultiplier(
-                group_lr,
-                max_steps=max_steps,
-                warmup_steps=warmup_steps,
-                warmup_ratio=warmup_ratio,
-                power=power,
-                min_lr=min_lr,
-                style=style,
-            )
-        )
+        lambdas.append(WarmupPolyMultiplier(group_lr, **schedule))
     return LambdaLR(optimizer, lr_lambda=lambdas, last_epoch=last_epoch)

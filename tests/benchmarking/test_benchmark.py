@@ -14,7 +14,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from bisenet_pl.benchmark import benchmark, default_output_name
+from bisenet_pl.benchmark import benchmark, spec_from_config
 from bisenet_pl.checkpoints import save_checkpoint
 from bisenet_pl.errors import ConfigError
 from bisenet_pl.inference.latency import latency_ms
@@ -59,7 +59,10 @@ def test_helpers() -> None:
         assert stats[f"p{q}"] == pytest.approx(1000 * np.percentile(values, q))
     assert stats["min"] == pytest.approx(100.0) and stats["mean"] == pytest.approx(1000 * np.mean(values))
     cfg = _cfg(fuse=True, channels_last=True, precision="bf16", size="1024x2048")
-    assert default_output_name(cfg) == "bench_inference_cpu_torch_fused_cl_bf16_1024x2048.json"
+    name = spec_from_config(cfg).file_name()
+    assert name == "bench_inference_cpu_torch_fused_cl_bf16_1024x2048.json"
+    fast = spec_from_config(_cfg(fast=True, size="64x128")).file_name()
+    assert fast == "bench_inference_cpu_torch_fast_64x128.json"
 
 
 def test_cli_times_the_full_predict_path_and_writes_json(ckpt: Path, tmp_path: Path) -> None:

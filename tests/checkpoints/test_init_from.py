@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bisenet_pl.checkpoints import CheckpointError, save_checkpoint
-from bisenet_pl.checkpoints.init_from import build_segmentor
+from bisenet_pl.checkpoints.init_from import start_from
 from bisenet_pl.models import Segmentor
 
 TINY = dict(
@@ -39,7 +39,7 @@ def test_a_two_class_model_from_a_cityscapes_checkpoint(cityscapes_file, caplog)
     fresh = Segmentor(num_classes=2, **TINY)
     torch.manual_seed(7)
     with caplog.at_level("INFO"):
-        tuned = build_segmentor(init_from=str(path), num_classes=2, **TINY)
+        tuned = start_from(Segmentor(num_classes=2, **TINY), str(path))
     src, out, init = source.state_dict(), tuned.state_dict(), fresh.state_dict()
     for name, tensor in out.items():
         if name in CLASSIFIERS:
@@ -55,7 +55,7 @@ def test_same_classes_loads_everything_and_an_inference_file_leaves_aux_heads_at
     tmp_path, cityscapes_file
 ):
     source, path = cityscapes_file
-    same = build_segmentor(init_from=str(path), num_classes=19, **TINY)
+    same = start_from(Segmentor(num_classes=19, **TINY), str(path))
     assert all(torch.equal(v, source.state_dict()[k]) for k, v in same.state_dict().items())
     inference_only = save_checkpoint(source.inference_copy(fuse=False), tmp_path / "deploy.ckpt")
     from bisenet_pl.checkpoints.init_from import load_matching
@@ -69,4 +69,4 @@ def test_a_file_of_another_network_is_refused(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"state_dict": {"fc.weight": torch.zeros(3, 3)}}, path)
     with pytest.raises(CheckpointError):
-        build_segmentor(init_from=str(path), num_classes=2, **TINY)
+        start_from(Segmentor(num_classes=2, **TINY), str(path))

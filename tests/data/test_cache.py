@@ -17,7 +17,7 @@ from PIL import Image
 import bisenet_pl.data.cache as cache_mod
 from bisenet_pl.data.cache import main, write_split
 from bisenet_pl.data.cityscapes import LABEL_ID_TO_TRAIN_ID, CityscapesDataset, find_samples
-from bisenet_pl.data.datamodule import CityscapesDataModule
+from bisenet_pl.data.cityscapes_datamodule import CityscapesDataModule
 from bisenet_pl.data.frame_cache import CacheError, FrameCache
 from bisenet_pl.data.synthetic import make_synthetic_cityscapes
 from bisenet_pl.data.transforms import build_test_transform, build_train_transform

@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from bisenet_pl.data import datamodule as dm_module
 from bisenet_pl.data.cityscapes import CLASSES, CityscapesDataset
-from bisenet_pl.data.datamodule import CityscapesDataModule, RepeatDataset, ShardedSampler, worker_init
+from bisenet_pl.data.cityscapes_datamodule import CityscapesDataModule
+from bisenet_pl.data.datamodule import RepeatDataset, ShardedSampler, worker_init
 from bisenet_pl.data.synthetic import make_synthetic_cityscapes
 from bisenet_pl.data.transforms import build_train_transform
 from bisenet_pl.errors import DatasetError

@@ -20,8 +20,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "bisenet_pl"
-#: Modules allowed to import Lightning besides `training/` and the commands.
-LIGHTNING_DATA = {"bisenet_pl.data.datamodule", "bisenet_pl.data.folder_datamodule"}
+
+
+def _is_lightning_datamodule(module: str) -> bool:
+    """The DataModules (`data/*datamodule.py`), allowed to import Lightning besides `training/` and the
+    commands."""
+    return module.startswith("bisenet_pl.data.") and module.endswith("datamodule")
 
 
 def _module_name(path: Path) -> str:
@@ -160,9 +164,8 @@ def test_hydra_and_lightning_stay_where_the_readme_says() -> None:
         glue = _is_command(module) or module.startswith("bisenet_pl.cli")
         if tops & {"hydra", "omegaconf"} and not glue:
             offenders.append(f"{module} imports Hydra")
-        lightning = (
-            module.startswith("bisenet_pl.training") or module in LIGHTNING_DATA or _is_command(module)
-        )
+        training = module.startswith("bisenet_pl.training")
+        lightning = training or _is_lightning_datamodule(module) or _is_command(module)
         if tops & {"lightning", "pytorch_lightning"} and not lightning:
             offenders.append(f"{module} imports Lightning")
         if not glue:

@@ -51,7 +51,7 @@ def _own_train_samples(datamodule, count: int):
 
 
 def test_browse_draws_the_datamodules_own_samples(tiny_data: Path, tmp_path: Path, run_cli) -> None:
-    from bisenet_pl.data.datamodule import CityscapesDataModule
+    from bisenet_pl.data.cityscapes_datamodule import CityscapesDataModule
     from bisenet_pl.reporting.browse import test_samples
 
     data = [f"data.root={tiny_data}", f"data.synthetic_root={tiny_data}"]

@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from bisenet_pl.data.cityscapes_datamodule import CityscapesDataModule
 from bisenet_pl.data.datamodule import (
     MAX_AUTO_WORKERS,
-    CityscapesDataModule,
     TimedResumableLoader,
     auto_workers,
     available_cores,

@@ -21,18 +21,14 @@ import numpy as np
 import torch
 
 from bisenet_pl.data.preprocess import MEAN, STD, preprocess
+from bisenet_pl.deploy import contract as agreed  # the module; `contract` is a GraphContract here
 from bisenet_pl.deploy.contract import (
-    FP32_TOLERANCE,
     INPUT_NAME,
     LABEL_MARGIN,
     LABELS_NAME,
-    META_KEY,
-    MIN_LABEL_AGREEMENT,
     OUTPUT_NAME,
     ExportError,
     GraphContract,
-    embed_meta,
-    sidecar_path,
 )
 from bisenet_pl.deploy.runtime.baked import BakedNet, adapt
 from bisenet_pl.deploy.runtime.onnxruntime import OnnxNet
@@ -120,14 +116,14 @@ def bake_file(src: str | Path, out: str | Path, contract: GraphContract) -> Path
 
     proto = onnx.load(str(src))
     props = {p.key: p.value for p in proto.metadata_props}
-    meta = dict(json.loads(props.get(META_KEY, "{}")))
+    meta = dict(json.loads(props.get(agreed.META_KEY, "{}")))
     bake(proto, contract, meta.get("mean", MEAN), meta.get("std", STD))
     meta.update(contract.describe(int(meta.get("num_classes", 19))))
-    embed_meta(proto, meta)
+    agreed.embed_meta(proto, meta)
     onnx.checker.check_model(proto)
     out = Path(out)
     onnx.save(proto, str(out))
-    sidecar_path(out).write_text(json.dumps(meta, indent=2) + "\n")
+    agreed.sidecar_path(out).write_text(json.dumps(meta, indent=2) + "\n")
     return out
 
 
@@ -141,7 +137,7 @@ def check_baked(
     path: str | Path,
     model: Segmentor | Net,
     shapes: Sequence[Sequence[int]],
-    tolerance: float = FP32_TOLERANCE,
+    tolerance: float = agreed.FP32_TOLERANCE,
     seed: int = 0,
     reference_name: str = "PyTorch",
 ) -> list[float]:
@@ -214,10 +210,11 @@ def _check_labels(
         confident,
         LABEL_MARGIN,
     )
-    if share > 1 - MIN_LABEL_AGREEMENT or confident:
+    if share > 1 - agreed.MIN_LABEL_AGREEMENT or confident:
         raise ExportError(
             f"{path}: ONNX Runtime's labels differ from {reference_name}'s argmax on a {shape_str} input: "
-            f"{100 * (1 - share):.4f} % equal (need >= {100 * MIN_LABEL_AGREEMENT:.2f} %), {confident} "
+            f"{100 * (1 - share):.4f} % equal (need >= {100 * agreed.MIN_LABEL_AGREEMENT:.2f} %), "
+            f"{confident} "
             f"differing pixels where the top-2 logit margin exceeds {LABEL_MARGIN:g} (need 0). The exported "
             "file is wrong; not using it."
         )
@@ -236,10 +233,10 @@ def bake_in_place(path: str | Path, contract: GraphContract, shapes: Sequence[Se
     except ExportError:
         if trial.exists():
             trial.replace(path.with_name(path.name + ".baked.failed"))
-        sidecar_path(trial).unlink(missing_ok=True)
+        agreed.sidecar_path(trial).unlink(missing_ok=True)
         raise
     trial.replace(path)
-    sidecar_path(trial).replace(sidecar_path(path))
+    agreed.sidecar_path(trial).replace(agreed.sidecar_path(path))
     return diffs
 
 
