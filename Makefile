@@ -147,7 +147,7 @@ lint: install
 # The documentation site (mkdocs.yml): --strict turns a broken link, a missing page or an API page that no
 # longer resolves into a failure. Built into site/ (ignored).
 docs: install
-	$(VENV)/bin/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 format: install
 	$(VENV)/bin/ruff check --fix bisenet_pl tests benchmarks scripts

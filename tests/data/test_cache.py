@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import bisenet_pl.data.cache as cache_mod
+import bisenet_pl.data.frame_cache_writer as cache_mod
 from bisenet_pl.data.cache import main, write_split
 from bisenet_pl.data.cityscapes import LABEL_ID_TO_TRAIN_ID, CityscapesDataset, find_samples
 from bisenet_pl.data.cityscapes_datamodule import CityscapesDataModule
