@@ -145,7 +145,8 @@ def print_summary(rows: list[dict[str, Any]], title: str) -> None:
 
 
 class SweepSummary(Callback):
-    """Print and save the sweep's table when a multirun ends."""
+    """Print and save the sweep's table when a multirun ends, and (with `report=true`, the train default)
+    write its report.html: the table, mean ± std over seeds and every job's curves (docs/report.md)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -157,6 +158,21 @@ class SweepSummary(Callback):
         csv_path, md_path = write_summary(sweep_dir, rows)
         print_summary(rows, f"sweep {sweep_dir}")
         log.info("sweep summary: %s, %s", csv_path, md_path)
+        if config.get("report", False):
+            write_report(sweep_dir)
+
+
+def write_report(sweep_dir: Path) -> None:
+    """The sweep's report.html; a report that fails costs the sweep nothing (its jobs and summary are
+    written): one warning with the command that writes it later."""
+    from bisenet_pl.reporting.sweep import load_sweep, write_sweep_report
+
+    try:
+        log.info("sweep report: %s", write_sweep_report(load_sweep(sweep_dir)))
+    except Exception as err:  # noqa: BLE001  (a picture must never turn a finished sweep into a failure)
+        log.warning(
+            "sweep report not written (%s); write it with python -m bisenet_pl.report %s", err, sweep_dir
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -128,6 +128,9 @@ def test_multirun_gives_each_job_its_folder_its_wandb_run_and_a_summary(tiny_dat
         assert float(row["mIoU"]) == pytest.approx(result["results"]["mIoU"])
         assert row["status"] == "done"
     assert "experiment=4x8" in (sweep / "summary.md").read_text()
+    page = (sweep / "report.html").read_text()  # written at the sweep's end (report=true, the default)
+    assert 'href="0/report.html"' in page and 'href="1/report.html"' in page
+    assert (sweep / "report" / "sweep_miou.png").stat().st_size > 1000  # final mIoU per configuration
 
 
 def test_optuna_sweep_maximises_val_miou(tiny_data, tmp_path, run_cli):
