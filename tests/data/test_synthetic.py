@@ -162,6 +162,22 @@ def test_cli_writes_the_dataset_and_refuses_to_overwrite(tmp_path, capsys):
     assert "already holds a dataset" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("kind", "said", "images", "masks"),
+    [
+        (["--export", "cvat"], "in a cvat export", "JPEGImages", "SegmentationClass"),
+        (["--layout", "camvid"], "in the camvid layout", "train", "trainannot"),
+    ],
+)
+def test_cli_writes_other_layouts_and_tool_exports(tmp_path, capsys, kind, said, images, masks):
+    out = tmp_path / "set"
+    assert main([str(out), *kind, "--train", "3", "--val", "2", "--height", "32", "--width", "48"]) == 0
+    assert said in capsys.readouterr().out
+    stored = sorted(p.stem for p in (out / images).iterdir())
+    assert len(stored) in (3, 5)  # CamVid's train/ holds the train split, CVAT's JPEGImages/ all of them
+    assert {p.stem for p in (out / masks).iterdir()} == set(stored)
+
+
 def test_ensure_dataset_generates_once_with_one_log_line(tmp_path, caplog):
     root = tmp_path / "data" / "synthetic_cityscapes"
     with caplog.at_level(logging.INFO, logger="bisenet_pl.data.synthetic.writer"):

@@ -12,12 +12,11 @@ run learns it reliably; what matters here is the storage, written the way each s
 - `flat`: `images/` and `masks/` without split sub-folders (grey class-index masks, `classes.yaml`);
 - `binary`: `images/<split>/` with 0/255 masks and `classes.yaml` mapping 255 to the foreground.
 
-    python -m bisenet_pl.data.synthetic.exports cvat data/cvat_demo --train 24 --val 8
+    python -m bisenet_pl.data.synthetic data/cvat_demo --export cvat --train 24 --val 8
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import cv2
@@ -148,24 +147,3 @@ def _write(
 
 
 LAYOUTS = ("cvat", "voc", "colour", "flat", "binary")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bisenet_pl.data.synthetic.exports", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("layout", choices=LAYOUTS)
-    parser.add_argument("root")
-    parser.add_argument("--train", type=int, default=24)
-    parser.add_argument("--val", type=int, default=8)
-    parser.add_argument("--height", type=int, default=64)
-    parser.add_argument("--width", type=int, default=96)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--objects", type=int, default=2, help="object classes besides background (1-4)")
-    a = parser.parse_args(argv)
-    make_export(a.layout, a.root, a.train, a.val, a.height, a.width, a.seed, a.objects)
-    print(f"{a.layout}: {a.train} train + {a.val} val images in {a.root}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

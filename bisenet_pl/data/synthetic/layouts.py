@@ -5,12 +5,11 @@ of 0/255 masks, a few-class set with an ignore value, ADE20K's `reduce_zero_labe
 the SegNet tutorial ships it. Each is the same rendered scene with its Cityscapes classes merged into the
 layout's classes, so a short run can learn it.
 
-    python -m bisenet_pl.data.synthetic.layouts binary data/binary --train 16 --val 4
+    python -m bisenet_pl.data.synthetic data/binary --layout binary --train 16 --val 4
 """
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,23 +146,3 @@ def make_layout_dataset(
     if layout.class_file is not None:
         (root / "classes.yaml").write_text(yaml.safe_dump(layout.class_file, sort_keys=False))
     return root
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bisenet_pl.data.synthetic.layouts", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("layout", choices=sorted(LAYOUTS))
-    parser.add_argument("root")
-    parser.add_argument("--train", type=int, default=16)
-    parser.add_argument("--val", type=int, default=4)
-    parser.add_argument("--height", type=int, default=128)
-    parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
-    a = parser.parse_args(argv)
-    make_layout_dataset(a.layout, a.root, a.train, a.val, a.height, a.width, a.seed)
-    print(f"{a.layout}: {a.train} train + {a.val} val images in {a.root}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
