@@ -7,7 +7,9 @@ overrides without a `+`, a mistyped key is refused by name, and `--cfg job` and 
 config show every value the run used (docs/training.md, "Configs: each default written once").
 
 Registered when Hydra first reads the configs (`bisenet_pl.conf` imports this module), not when a
-command starts: reading a signature imports its module (Lightning, for the DataModules).
+command starts: reading a signature imports its module (Lightning, for the DataModules). Code that
+composes `conf/` from its folder (`initialize_config_dir`) instead of the package imports
+`bisenet_pl.conf` first.
 """
 
 from __future__ import annotations

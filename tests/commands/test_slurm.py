@@ -130,6 +130,7 @@ def test_slurm_launcher_follows_the_trainer() -> None:
     """One task per device and one node per trainer node, GPUs only for a GPU trainer, requeue on, no
     setup lines: read from our config as the training app composes it (its resolvers registered), so a
     broken interpolation fails here without a cluster."""
+    import bisenet_pl.conf  # noqa: F401  (and the signature schemas, as reading pkg://bisenet_pl.conf does)
     from hydra import compose, initialize_config_dir
 
     import bisenet_pl.cli  # noqa: F401  (registers the resolvers, as `python -m bisenet_pl.train` does)

@@ -192,7 +192,7 @@ def test_a_seed_sweep_reports_mean_and_spread(tmp_path):
     """`-m seed=0,1,2 module.lr=...`: per config, mIoU mean ± std over the seeds (n - 1)."""
     import yaml
 
-    from bisenet_pl.cli.sweeps import collect, seed_spread, write_summary
+    from bisenet_pl.reporting.sweep import load_sweep, seed_groups, write_summary
 
     runs = {0: ("module.lr=0.01", 0, 70.0), 1: ("module.lr=0.01", 1, 72.0), 2: ("module.lr=0.01", 2, 74.0),
             3: ("module.lr=0.05", 0, 60.0), 4: ("module.lr=0.05", 1, 61.0)}  # fmt: skip
@@ -202,9 +202,11 @@ def test_a_seed_sweep_reports_mean_and_spread(tmp_path):
         (tmp_path / str(job) / "results.json").write_text(
             json.dumps({"results": {"mIoU": miou}, "global_step": 9})
         )
-    spread = {g["config"]: g for g in seed_spread(collect(tmp_path))}
-    assert spread["module.lr=0.01"]["seeds"] == 3 and spread["module.lr=0.01"]["mIoU_mean"] == 72.0
-    assert spread["module.lr=0.01"]["mIoU_std"] == pytest.approx(2.0)
-    assert spread["module.lr=0.05"]["mIoU_std"] == pytest.approx(0.5**0.5)
-    _, md = write_summary(tmp_path, collect(tmp_path))
+    spread = {g["config"]: g for g in seed_groups(load_sweep(tmp_path))}
+    assert (
+        spread["module.lr=0.01"]["values"] == [70.0, 72.0, 74.0] and spread["module.lr=0.01"]["mean"] == 72.0
+    )
+    assert spread["module.lr=0.01"]["std"] == pytest.approx(2.0)
+    assert spread["module.lr=0.05"]["std"] == pytest.approx(0.5**0.5)
+    _, md = write_summary(load_sweep(tmp_path))
     assert "| module.lr=0.01 | 3 | 72.00 ± 2.00 | 70.00 | 74.00 |" in md.read_text()
