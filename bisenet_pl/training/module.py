@@ -187,9 +187,9 @@ class SegmentationModule(pl.LightningModule):
         image, label = self._input(batch["image"]), batch["label"]
         network = self._compiled if self._compiled is not None else self.model
         decode, aux = network(image)
-        # The heads' low-resolution logits in NCHW (a small copy under channels_last): the loss upsamples
-        # them to the label's size, and its log-softmax over channels would copy each full-size NHWC map.
-        losses = self.loss_fn([t.contiguous() for t in (decode, *aux)], label)
+        # The heads' low-resolution logits in the network's layout: the loss puts them in its own (the
+        # fused MultiHeadLoss works on NHWC maps, impl="mmseg" on NCHW ones).
+        losses = self.loss_fn([decode, *aux], label)
         self._stop_if_diverged(losses)
         batch_size = image.shape[0]
         for name, value in losses.items():
@@ -234,6 +234,19 @@ class SegmentationModule(pl.LightningModule):
             return float(self._optimizer().param_groups[0]["lr"])
         except Exception:
             return float("nan")
+
+    def _release_loss_buffers(self) -> None:
+        # the fused loss keeps its full-size maps between steps (MultiHeadLoss.release_buffers): not
+        # while validating or after training
+        release = getattr(self.loss_fn, "release_buffers", None)
+        if callable(release):
+            release()
+
+    def on_validation_start(self) -> None:
+        self._release_loss_buffers()
+
+    def on_train_end(self) -> None:
+        self._release_loss_buffers()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Lightning restores each sub-module's mode as it found it at the start of fit, so a network

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -352,3 +354,91 @@ def test_multihead_gradient_matches_manual() -> None:
     sum(cross_entropy_all_pixels(_up(h, 64), label) for h in heads2).backward()
     for a, b in zip(heads, heads2, strict=True):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-8)
+
+
+# --------------------------------------------------------------------------- fused (default) vs mmseg
+
+
+def _both_impls(heads: list[torch.Tensor], label: torch.Tensor, channels_last: bool, **kw):
+    """Losses and head gradients of `impl="mmseg"` (NCHW heads, the previous path) and of the default
+    fused one (heads in `channels_last` or NCHW)."""
+    runs = {}
+    for impl, cl in (("mmseg", False), ("fused", channels_last)):
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        hs = [h.detach().contiguous(memory_format=fmt).requires_grad_() for h in heads]
+        out = MultiHeadLoss(impl=impl, **kw)(hs, label)
+        out["total"].backward()
+        runs[impl] = ({k: v.item() for k, v in out.items()}, [h.grad for h in hs])
+    return runs["mmseg"], runs["fused"]
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("ohem_thresh", [None, 0.7])
+def test_fused_loss_gives_the_mmseg_ops_losses_and_gradients(channels_last: bool, ohem_thresh) -> None:
+    """The fused path computes the same formulas as F.interpolate + F.cross_entropy + autograd: losses to
+    1e-6 and gradients to 1e-5 relative (measured: losses equal, gradients 5e-7 of their largest value;
+    the last bit differs where two exp routines and NHWC/NCHW summation orders round differently)."""
+    heads, label = _heads(seed=5), _label(seed=5)
+    heads[-1] = torch.randn(2, 19, 64, 64, generator=torch.Generator().manual_seed(9))  # at label size
+    (ref, ref_grads), (got, got_grads) = _both_impls(
+        heads, label, channels_last, ohem_thresh=ohem_thresh, ohem_min_kept=300,
+        loss_weights=[1.0, 0.4, 1.0, 2.0, 1.0],
+    )  # fmt: skip
+    for name in (*HEAD_NAMES, "total", "acc"):
+        assert got[name] == pytest.approx(ref[name], rel=1e-6), name
+    for a, b in zip(got_grads, ref_grads, strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+
+
+def test_fused_loss_at_the_benchmark_size() -> None:
+    """Batch 2 of 512x512 with the five heads' strides, as the training step: the same numbers."""
+    g = torch.Generator().manual_seed(0)
+    label = torch.randint(0, 19, (2, 512, 512), generator=g)
+    label[torch.rand(2, 512, 512, generator=g) < 0.05] = IGN
+    heads = [torch.randn(2, 19, 512 // s, 512 // s, generator=g) * 3 for s in (8, 4, 8, 16, 32)]
+    (ref, ref_grads), (got, got_grads) = _both_impls(heads, label, channels_last=True)
+    for name in (*HEAD_NAMES, "total", "acc"):
+        assert got[name] == pytest.approx(ref[name], rel=1e-6), name
+    for a, b in zip(got_grads, ref_grads, strict=True):
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+
+
+def test_fused_upsampling_is_f_interpolate_in_place() -> None:
+    """The upsampled map is F.interpolate's, bit for bit, written into the kept buffer (no copy)."""
+    x = torch.randn(2, 19, 8, 8).contiguous(memory_format=torch.channels_last)
+    label = _label(size=64)
+    loss_fn = MultiHeadLoss()
+    _, up = loss_fn.head_loss(x, label)
+    assert torch.equal(up, _up(x, 64))
+    assert up.is_contiguous(memory_format=torch.channels_last)
+    assert up.data_ptr() == loss_fn._upsampled.free[0].data_ptr()
+
+
+def test_fused_loss_reuses_its_buffers_and_backward_runs_once() -> None:
+    heads, label = _heads(requires_grad=True), _label()
+    loss_fn = MultiHeadLoss()
+    loss_fn(heads, label)["total"].backward()
+    kept = {b.data_ptr() for b in loss_fn._log_probs.free}
+    assert len(kept) == len(HEAD_NAMES)  # every head's log-softmax came back after backward
+    out = loss_fn([h.detach().requires_grad_() for h in heads], label)
+    assert not loss_fn._log_probs.free  # lent to this step's graph
+    out["total"].backward(retain_graph=True)
+    assert {b.data_ptr() for b in loss_fn._log_probs.free} == kept  # the same memory, step after step
+    with pytest.raises(RuntimeError, match="once"):
+        out["total"].backward()
+    # a graph dropped without backward (a diverged step) takes its buffers with it; the next step works
+    loss_fn(heads, label)
+    second = MultiHeadLoss()([h.detach().requires_grad_() for h in heads], label)
+    loss_fn([h.detach().requires_grad_() for h in heads], label)["total"].backward()
+    assert loss_fn(heads, label)["total"].item() == pytest.approx(second["total"].item(), rel=1e-7)
+    copied = copy.deepcopy(loss_fn)
+    assert not copied._log_probs.free and not copied._upsampled.free
+    loss_fn.release_buffers()
+    assert not loss_fn._log_probs.free and not loss_fn._upsampled.free
+
+
+def test_loss_impl_is_checked() -> None:
+    with pytest.raises(ValueError, match="impl"):
+        MultiHeadLoss(impl="fast")
+    assert "impl='fused'" in repr(MultiHeadLoss())
