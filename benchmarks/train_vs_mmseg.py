@@ -21,7 +21,8 @@ Step: batch 2 of 512x512, the Lightning `SegmentationModule` (5 heads: decode + 
 SGD 0.9/5e-4, warm-up x poly) in `Trainer.fit`, against mmseg's `model.train_step` (data preprocessor,
 the same network and losses, its OptimWrapper's SGD): one mmseg step runs inside each of our steps'
 `on_train_batch_end` and is subtracted from ours. Ours runs twice: as configured by default
-(channels_last, foreach SGD) and as mmseg runs (NCHW, per-parameter SGD). Ratio = ours / mmseg
+(channels_last, foreach SGD, the fused loss) and as mmseg runs (NCHW, per-parameter SGD, the loss through
+the ops mmseg calls: `MultiHeadLoss(impl="mmseg")`). Ratio = ours / mmseg
 (lower is faster), median of the per-iteration ratios.
 
 Writes `experiments/bench_train.json` and `experiments/bench_train.md` (portable paths only).
@@ -58,6 +59,7 @@ from bisenet_pl.speed.timing import command_line  # noqa: E402
 WORKER = REPO / "benchmarks" / "_mmseg_worker.py"
 DEFAULT_PARITY_VENV = REPO / ".parity-venv"
 MMSEG_LIKE = {"channels_last": False, "optimizer_impl": "loop"}
+MMSEG_LIKE_LOSS = {"impl": "mmseg"}
 
 
 def _load() -> list[float]:
@@ -178,7 +180,9 @@ def bench_data(mmseg: Mmseg, frames: int, rounds: int) -> dict[str, Any]:
 
 
 # ---- step --------------------------------------------------------------------------------------------
-def bench_step(mmseg: Mmseg, batch: int, crop: int, iters: int, **module_kw: Any) -> dict[str, Any]:
+def bench_step(
+    mmseg: Mmseg, batch: int, crop: int, iters: int, loss_kw: dict[str, Any] | None = None, **module_kw: Any
+) -> dict[str, Any]:
     import lightning.pytorch as pl
     from train_step import RandomCrops, _loader
 
@@ -208,8 +212,8 @@ def bench_step(mmseg: Mmseg, batch: int, crop: int, iters: int, **module_kw: Any
             self.mmseg_s.append(reply["seconds"])
 
     module = SegmentationModule(
-        copy.deepcopy(Segmentor()), MultiHeadLoss(), lr=0.05, momentum=0.9, weight_decay=5e-4,
-        warmup_steps=1000, max_steps=160000, sync_bn_heads=False, **module_kw,
+        copy.deepcopy(Segmentor()), MultiHeadLoss(**(loss_kw or {})), lr=0.05, momentum=0.9,
+        weight_decay=5e-4, warmup_steps=1000, max_steps=160000, sync_bn_heads=False, **module_kw,
     )  # fmt: skip
     clock = Interleave()
     trainer = pl.Trainer(
@@ -223,6 +227,7 @@ def bench_step(mmseg: Mmseg, batch: int, crop: int, iters: int, **module_kw: Any
     theirs = clock.mmseg_s[1 : len(s) - 1]
     return {
         "module": module_kw,
+        "loss": loss_kw or {},
         "ours_s": round(statistics.median(ours), 4),
         "mmseg_s": round(statistics.median(theirs), 4),
         "ratio": round(statistics.median(a / b for a, b in zip(ours, theirs, strict=True)), 4),
@@ -323,14 +328,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         steps = []
         if not args.no_step:
-            configs: list[tuple[str, dict[str, Any]]] = [
-                ("default (channels_last, foreach SGD)", {}),
-                ("as mmseg runs (NCHW, per-parameter SGD)", MMSEG_LIKE),
+            configs: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+                ("default (channels_last, foreach SGD, fused loss)", {}, {}),
+                ("as mmseg runs (NCHW, per-parameter SGD, mmseg's loss ops)", MMSEG_LIKE, MMSEG_LIKE_LOSS),
             ]
             if args.compile:  # the first (warm-up) step compiles; it is not timed
-                configs.append(("module.compile=true (channels_last, foreach SGD)", {"compile": True}))
-            for label, kw in configs:
-                row = bench_step(mmseg, args.batch, args.crop, args.iters, **kw)
+                configs.append(
+                    ("module.compile=true (channels_last, foreach SGD, fused loss)", {"compile": True}, {})
+                )
+            for label, kw, loss_kw in configs:
+                row = bench_step(mmseg, args.batch, args.crop, args.iters, loss_kw, **kw)
                 row["label"] = label
                 steps.append(row)
                 print(
