@@ -201,7 +201,7 @@ def trained_run(tiny_data, tmp_path_factory) -> Path:
     proc = subprocess.run(
         [sys.executable, "-m", "bisenet_pl.train", *args],
         cwd=root,
-        env=cli_env(OMP_NUM_THREADS="2"),
+        env=cli_env(),  # one thread: beside the other xdist worker, two OpenMP threads spin and thrash
         capture_output=True,
         text=True,
         timeout=600,
