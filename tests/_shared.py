@@ -18,6 +18,7 @@ _spec.loader.exec_module(_module)
 
 TINY = _module.TINY
 cli_env = _module.cli_env
+int8_export = _module.int8_export
 tiny_train_args = _module.tiny_train_args
 wait_for = _module.wait_for
 bare_trainer = _module.bare_trainer

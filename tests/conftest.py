@@ -140,6 +140,25 @@ def run_cli(tmp_path) -> Callable[..., subprocess.CompletedProcess]:
     return run
 
 
+def int8_export(
+    run_cli, trained_run: Path, tiny_data: Path, tmp_path: Path, fmt: str, out: Path, *extra: str
+):
+    """`python -m bisenet_pl.export format=<fmt>` of the shared trained run, calibrated on 4 tiny images."""
+    return run_cli(
+        "bisenet_pl.export",
+        f"ckpt={trained_run / 'checkpoints' / 'last.ckpt'}",
+        f"format={fmt}",
+        f"out={out}",
+        "exporter=torchscript",
+        f"data.root={tiny_data}",
+        f"data.synthetic_root={tiny_data}",
+        "data.num_workers=0",
+        "calibration.images=4",
+        *extra,
+        f"hydra.run.dir={tmp_path / ('run_' + out.name)}",
+    )
+
+
 def tiny_train_args(data: Path, root_dir: Path, *extra: str) -> list[str]:
     return [
         "experiment=demo",

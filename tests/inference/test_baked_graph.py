@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from _shared import randomize_bn
+from _shared import int8_export, randomize_bn
 
 from bisenet_pl.checkpoints import save_checkpoint
 from bisenet_pl.data.preprocess import preprocess
@@ -265,21 +265,8 @@ def test_a_file_baked_in_place_keeps_its_own_answers(exports, street_images, tmp
 def test_export_onnx_int8_baked_end_to_end(run_cli, trained_run, tiny_data, tmp_path) -> None:
     """`export format=onnx-int8 preprocess=true argmax=true`: gated as any INT8 file, then baked."""
     out = tmp_path / "m.int8.onnx"
-    proc = run_cli(
-        "bisenet_pl.export",
-        f"ckpt={trained_run / 'checkpoints' / 'last.ckpt'}",
-        "format=onnx-int8",
-        "preprocess=true",
-        "argmax=true",
-        f"out={out}",
-        "exporter=torchscript",
-        f"data.root={tiny_data}",
-        f"data.synthetic_root={tiny_data}",
-        "data.num_workers=0",
-        "calibration.images=4",
-        "check_shapes=[[1,3,64,128]]",
-        f"hydra.run.dir={tmp_path / 'run'}",
-    )
+    extra = ("preprocess=true", "argmax=true", "check_shapes=[[1,3,64,128]]")
+    proc = int8_export(run_cli, trained_run, tiny_data, tmp_path, "onnx-int8", out, *extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "INT8 vs fp32 on 3 val images" in proc.stdout
     assert "labels: 100.0000 % equal to the file before baking's argmax" in proc.stdout

@@ -6,31 +6,14 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _shared import int8_export
 
 from bisenet_pl.deploy.contract import sidecar_path
 from bisenet_pl.deploy.export.quantize import keep_float_nodes
 from bisenet_pl.errors import ConfigError
-
-
-def _export(run_cli, trained_run: Path, tiny_data: Path, tmp_path: Path, fmt: str, out: Path, *extra: str):
-    return run_cli(
-        "bisenet_pl.export",
-        f"ckpt={trained_run / 'checkpoints' / 'last.ckpt'}",
-        f"format={fmt}",
-        f"out={out}",
-        "exporter=torchscript",
-        f"data.root={tiny_data}",
-        f"data.synthetic_root={tiny_data}",
-        "data.num_workers=0",
-        "calibration.images=4",
-        *extra,
-        f"hydra.run.dir={tmp_path / ('run_' + out.name)}",
-    )
-
 
 GATE_LINE = re.compile(
     r"INT8 vs fp32 on 3 val images: mIoU (\d+\.\d\d) vs (\d+\.\d\d) "
@@ -43,7 +26,7 @@ def test_onnx_int8_passes_the_gate_and_evaluates_to_its_recorded_miou(
     run_cli, trained_run, tiny_data, tmp_path
 ):
     out = tmp_path / "model.int8.onnx"
-    proc = _export(run_cli, trained_run, tiny_data, tmp_path, "onnx-int8", out)
+    proc = int8_export(run_cli, trained_run, tiny_data, tmp_path, "onnx-int8", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     printed = GATE_LINE.search(proc.stdout)
     assert printed, proc.stdout
@@ -84,7 +67,7 @@ def test_onnx_int8_passes_the_gate_and_evaluates_to_its_recorded_miou(
 @pytest.mark.slow
 def test_a_model_over_the_gate_is_refused_and_not_written(run_cli, trained_run, tiny_data, tmp_path):
     out = tmp_path / "model.int8.onnx"
-    proc = _export(run_cli, trained_run, tiny_data, tmp_path, "onnx-int8", out, "gate.max_miou_drop=-1")
+    proc = int8_export(run_cli, trained_run, tiny_data, tmp_path, "onnx-int8", out, "gate.max_miou_drop=-1")
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     message = re.search(
@@ -104,7 +87,7 @@ def test_openvino_int8_passes_and_predict_runs_it(run_cli, trained_run, tiny_dat
     from bisenet_pl.inference.predictor import Predictor
 
     out = tmp_path / "int8" / "model.int8.xml"
-    proc = _export(run_cli, trained_run, tiny_data, tmp_path, "openvino-int8", out)
+    proc = int8_export(run_cli, trained_run, tiny_data, tmp_path, "openvino-int8", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in out.parent.iterdir()) == [
         "model.int8.bin",
