@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 #: The test knobs a user may set for a run of the suite (read by the tests, never by the package).
-TEST_KNOBS = ("BISENET_PL_REQUIRE_SLURM",)
+TEST_KNOBS = ("BISENET_PL_SKIP_SLURM",)
 #: The user's own settings of the package (e.g. BISENET_PL_ROOT, where outputs go) would change what the
 #: tests compose and run: none reaches a test, in this process or in a CLI subprocess.
 for _key in [k for k in os.environ if k.startswith("BISENET_PL_") and k not in TEST_KNOBS]:
