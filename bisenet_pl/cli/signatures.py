@@ -66,8 +66,10 @@ def arguments(target: Callable[..., Any]) -> dict[str, Any]:
     arguments too."""
     if dataclasses.is_dataclass(target):
         return {f.name: f.default for f in dataclasses.fields(target) if f.init}
+    if not inspect.isclass(target):
+        return {name: _default(p) for name, p in inspect.signature(target).parameters.items()}
     found: dict[str, Any] = {}
-    for cls in inspect.getmro(target) if inspect.isclass(target) else ():
+    for cls in inspect.getmro(target):
         if "__init__" not in vars(cls):
             continue
         forwards = False
@@ -78,9 +80,6 @@ def arguments(target: Callable[..., Any]) -> dict[str, Any]:
                 found.setdefault(name, _default(parameter))
         if not forwards:
             break
-    if not inspect.isclass(target):
-        for name, parameter in inspect.signature(target).parameters.items():
-            found[name] = _default(parameter)
     return found
 
 
