@@ -18,7 +18,7 @@ PIP            := $(PY) -m pip
 TORCH_CPU_SPEC ?= torch==2.13.0
 TORCH_GPU_SPEC ?= torch
 TORCH_INDEX    ?=
-EXTRAS         ?= dev,export,deploy,serve,cityscapes,sweep
+EXTRAS         ?= dev,export,deploy,serve,cityscapes,sweep,fastpng
 PIP_QUIET      ?= -q --disable-pip-version-check
 STAMP          := $(VENV)/.installed
 PY_VERSION     := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
@@ -31,7 +31,7 @@ export NO_MKDOCS_2_WARNING      := 1
 # No W&B account in the demo/tests: keep runs on disk (`wandb sync` uploads them later).
 export WANDB_MODE               ?= offline
 
-.PHONY: browser install lock parity-report docs demo test test-fast test-slurm bench lint format clean help parity-env test-parity gpu-wheels gpu-check-smoke
+.PHONY: _pywuffs browser install lock parity-report docs demo test test-fast test-slurm bench lint format clean help parity-env test-parity gpu-wheels gpu-check-smoke
 
 help:
 	@echo "make demo        install, make the synthetic dataset, train + evaluate the demo model (CPU, minutes)"
@@ -66,11 +66,24 @@ $(STAMP): pyproject.toml $(LOCK)
 		$(PIP) install $(PIP_QUIET) $(TORCH_INDEX) $(LOCK_FLAGS) "$(TORCH_CPU_SPEC)" numpy 2>&1 | grep -v "is ignored: it is neither" || true; \
 	fi
 	@$(PY) -c "import torch" || { echo "[install] torch failed to install"; exit 1; }
+	$(if $(findstring fastpng,$(EXTRAS)),@$(MAKE) --no-print-directory _pywuffs)
 	@echo "[install] bisenet_pl[$(EXTRAS)] (editable)"
 	@$(PIP) install $(PIP_QUIET) $(LOCK_FLAGS) -e ".[$(EXTRAS)]" 2>&1 | grep -v "is ignored: it is neither" ; \
 		$(PY) -c "import bisenet_pl, lightning, hydra, albumentations" || { echo "[install] package install failed"; exit 1; }
 	@$(PY) -c "import torch; print('[install] torch', torch.__version__, '| cuda available:', torch.cuda.is_available())"
 	@touch $(STAMP)
+
+# pywuffs (the `fastpng` extra, Wuffs' PNG decoder) has no wheel on PyPI: it is compiled here, about a
+# minute, with the locked setuptools/wheel/pybind11 (--no-build-isolation), so an upstream release of a
+# build tool cannot break it. Without a C++ compiler: `make install EXTRAS=dev,export,deploy,serve,cityscapes,sweep`
+# (PNGs are then decoded by libspng: same pixels, slower; docs/installing.md).
+_pywuffs:
+	@if ! $(PY) -c "import pywuffs" 2>/dev/null; then \
+		echo "[install] pywuffs: Wuffs' PNG decoder, compiled from source (about a minute)"; \
+		$(PIP) install $(PIP_QUIET) $(LOCK_FLAGS) setuptools wheel pybind11 2>&1 | grep -v "is ignored: it is neither"; \
+		$(PIP) install $(PIP_QUIET) $(LOCK_FLAGS) --no-build-isolation "pywuffs>=2.0.1,<3" 2>&1 | grep -v "is ignored: it is neither"; \
+		$(PY) -c "import pywuffs" || { echo "[install] pywuffs did not build: it needs a C++ compiler and the Python headers (or leave fastpng out of EXTRAS: docs/installing.md)"; exit 1; }; \
+	fi
 
 demo: install
 	$(PY) -m bisenet_pl.demo

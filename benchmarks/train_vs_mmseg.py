@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import io
 import json
 import logging
 import os
@@ -48,11 +49,14 @@ from typing import Any
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from bisenet_pl.data import png  # noqa: E402
 from bisenet_pl.hardware import machine_info  # noqa: E402
 from bisenet_pl.speed.timing import command_line  # noqa: E402
 
@@ -160,6 +164,9 @@ def bench_data(mmseg: Mmseg, frames: int, rounds: int) -> dict[str, Any]:
                     times[side].append(mmseg("data_pass")["seconds"])
                 else:
                     times[side].append(our_pass(ours[side]))
+        decode = bench_decoders(
+            [(s.image.read_bytes(), s.label.read_bytes()) for s in ours["pngs"].samples], rounds
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     per_image = {k: [t / frames for t in v] for k, v in times.items()}
@@ -176,7 +183,36 @@ def bench_data(mmseg: Mmseg, frames: int, rounds: int) -> dict[str, Any]:
         "speedup_vs_mmseg": {"pngs": round(ratio("pngs"), 3), "cache": round(ratio("cache"), 3)},
         "all_rounds_s": {k: [round(t, 4) for t in v] for k, v in times.items()},
         "cache_size_line": cache_line,
+        "png_decoder": png.DECODER,
+        "decode_ms_per_frame": decode,
     }
+
+
+def bench_decoders(frames: list[tuple[bytes, bytes]], rounds: int) -> dict[str, float]:
+    """ms per frame to decode its image and label PNGs alone (median of `rounds` passes), by each decoder:
+    what mmseg's loaders call (cv2 for the image, PIL for the label), libspng, and ours."""
+    import pyspng
+
+    def mmseg_like(image: bytes, label: bytes) -> None:
+        cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
+        np.asarray(Image.open(io.BytesIO(label)))
+
+    def libspng(image: bytes, label: bytes) -> None:
+        pyspng.load(image), pyspng.load(label)
+
+    def ours(image: bytes, label: bytes) -> None:
+        png.decode_plain_png(image, "rgb"), png.decode_plain_png(label, "grey")
+
+    decoders = {"cv2 + PIL (mmseg's loaders)": mmseg_like, "libspng": libspng, f"ours ({png.DECODER})": ours}
+    times: dict[str, list[float]] = {name: [] for name in decoders}
+    for r in range(rounds + 1):  # the first round warms up
+        for name, decode in decoders.items():
+            start = time.perf_counter()
+            for image, label in frames:
+                decode(image, label)
+            if r:
+                times[name].append((time.perf_counter() - start) / len(frames))
+    return {name: round(1000 * statistics.median(t), 1) for name, t in times.items()}
 
 
 # ---- step --------------------------------------------------------------------------------------------
@@ -256,12 +292,20 @@ def markdown(result: dict[str, Any]) -> str:
         "| --- | --- | --- | --- |",
         f"| mmseg 1.2.2 train pipeline (PNGs, cv2) | {d['ms_per_image']['mmseg']} | "
         f"{d['images_per_s']['mmseg']} | 1.00x |",
-        f"| ours, from the PNGs | {d['ms_per_image']['pngs']} | {d['images_per_s']['pngs']} | "
+        f"| ours, from the PNGs ({d['png_decoder']} decode) | {d['ms_per_image']['pngs']} | "
+        f"{d['images_per_s']['pngs']} | "
         f"**{d['speedup_vs_mmseg']['pngs']:.2f}x** |",
         f"| ours, from the decoded-frame cache (`data.cache`) | {d['ms_per_image']['cache']} | "
         f"{d['images_per_s']['cache']} | **{d['speedup_vs_mmseg']['cache']:.2f}x** |",
         "",
         f"Cache: {d['cache_size_line']}",
+        "",
+        "**PNG decode alone** (image + label of a frame, the same frames, ms per frame, median of "
+        f"{d['rounds']} passes): what most of an item from the PNGs costs.",
+        "",
+        "| decoder | ms / frame |",
+        "| --- | --- |",
+        *(f"| {name} | {ms} |" for name, ms in d["decode_ms_per_frame"].items()),
         "",
     ]
     steps = result["steps"]

@@ -1,7 +1,9 @@
 """Print the lock: the exact versions installed in this venv, for `make lock` (docs/installing.md).
 
 torch (and the CUDA wheels it pulls) is left out on purpose: on a GPU machine it is the user's build,
-and on a CPU machine the Makefile pins it (TORCH_CPU_SPEC). The editable bisenet_pl itself is left out.
+and on a CPU machine the Makefile pins it (TORCH_CPU_SPEC). The editable bisenet_pl itself is left out,
+and pip (the venv's own). setuptools and wheel are in (`--all`): pywuffs is built from source with them
+(`--no-build-isolation`), so they are tested versions like everything else.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import sys
 
 #: Distributions that belong to the user's torch build, never to the lock.
 TORCH_FAMILY = ("torch", "triton", "nvidia-", "cuda-")
+#: The venv's own installer, never a package of ours.
+INSTALLER = ("pip==",)
 
 
 def main() -> int:
     frozen = subprocess.run(
-        [sys.executable, "-m", "pip", "freeze", "--exclude-editable", "--disable-pip-version-check"],
+        [sys.executable, "-m", "pip", "freeze", "--all", "--exclude-editable", "--disable-pip-version-check"],
         check=True,
         capture_output=True,
         text=True,
@@ -24,7 +28,7 @@ def main() -> int:
     import torch
 
     pins = sorted(
-        (line for line in frozen if "==" in line and not line.lower().startswith(TORCH_FAMILY)),
+        (line for line in frozen if "==" in line and not line.lower().startswith(TORCH_FAMILY + INSTALLER)),
         key=str.lower,
     )
     print(

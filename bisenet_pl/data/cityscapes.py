@@ -21,6 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from bisenet_pl.data.items import make_item
+from bisenet_pl.data.png import decode_plain_png
 from bisenet_pl.data.preprocess import MEAN, STD, normalize  # noqa: F401  (MEAN/STD: re-exported)
 from bisenet_pl.errors import DatasetError
 
@@ -221,40 +222,10 @@ def find_samples(root: Path, split: str, ignore_missing_labels: bool = False) ->
 
 
 # ---- decoding ---------------------------------------------------------------------------------------
-# The two PNGs of a frame are most of a training item's cost (benchmarks/data_pipeline.py). libspng
-# (pyspng) decodes 8-bit RGB and grey PNGs about 1.8x faster than OpenCV's libpng, to the same pixels
-# (tests/data/test_decode.py checks them against cv2 and PIL). Any other kind of PNG (palette, 16-bit,
-# alpha, transparency or EXIF chunks) and any file pyspng cannot read go to cv2 / PIL as before, so those
-# keep their exact behaviour and their error messages.
-try:
-    import pyspng as _pyspng  # type: ignore[import-untyped]
-except ImportError:  # pragma: no cover - pyspng is a dependency; a broken install stays usable
-    _pyspng = None
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_RGB, _GREY = 2, 0  # PNG colour types
-_SLOW_CHUNKS = (b"tRNS", b"eXIf", b"iCCP", b"gAMA", b"sBIT")  # decoders may treat these differently
-
-
-def _png_kind(data: bytes) -> tuple[int, int] | None:
-    """(colour type, bit depth) from a PNG's header, None for anything that is not a plain PNG."""
-    if len(data) < 33 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
-        return None
-    return data[25], data[24]
-
-
-def _fast_png(data: bytes, colour_type: int) -> np.ndarray | None:
-    """libspng's decode of an 8-bit RGB (colour type 2) or grey (0) PNG; None: use the reference decoder."""
-    if _pyspng is None or _png_kind(data) != (colour_type, 8):
-        return None
-    idat = data.find(b"IDAT", 0, 65536)  # ancillary chunks that change decoding come before the pixels
-    head = data[:idat] if idat >= 0 else data[:65536]
-    if any(chunk in head for chunk in _SLOW_CHUNKS):
-        return None
-    try:
-        return _pyspng.load(data)
-    except Exception:  # corrupt or truncated: the reference decoder says so in its own words
-        return None
+# The two PNGs of a frame are most of a training item's cost. Plain 8-bit RGB and grey PNGs go through
+# `png.decode_plain_png` (Wuffs, checked chunk by chunk: the same pixels as cv2 and PIL, several times
+# cheaper); any other file, and any file it refuses, goes to cv2 / PIL as before, so those keep their exact
+# behaviour and their error messages.
 
 
 def _image_error(path: Path) -> DatasetError:
@@ -274,9 +245,9 @@ def load_image(path: Path, order: str = "bgr") -> np.ndarray:
         data = Path(path).read_bytes()
     except OSError:
         raise _image_error(path) from None
-    rgb = _fast_png(data, _RGB)
-    if rgb is not None:
-        return rgb if order == "rgb" else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    image = decode_plain_png(data, order)
+    if image is not None:
+        return image
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:  # cv2 does not raise: a corrupt or truncated file gives None
         raise _image_error(path)
@@ -284,12 +255,12 @@ def load_image(path: Path, order: str = "bgr") -> np.ndarray:
 
 
 def _decode_label(path: Path) -> tuple[np.ndarray, str]:
-    """The label PNG's pixels and PIL mode name (libspng for 8-bit grey, PIL for anything else)."""
+    """The label PNG's pixels and PIL mode name (the fast decoder for 8-bit grey, PIL for anything else)."""
     try:
         data = Path(path).read_bytes()
     except OSError as err:
         raise DatasetError(f"Cannot read label {path} ({err.strerror}).") from None
-    grey = _fast_png(data, _GREY)
+    grey = decode_plain_png(data, "grey")
     if grey is not None:
         return grey, "L"
     try:
@@ -312,7 +283,7 @@ _INVALID_LABEL_IDS = (~_VALID_LABEL_IDS).astype(np.uint8)
 def load_label(sample: Sample) -> np.ndarray:
     """The label as uint8 trainIds (H, W), 255 = ignore; checks the ids against Cityscapes' table.
 
-    Decoded unchanged (PIL, or libspng for 8-bit grey PNGs: the same values;
+    Decoded unchanged (PIL, or the fast decoder for 8-bit grey PNGs: the same values;
     docs/reproduction.md#augmentation); a labelIds map goes through LABEL_ID_TO_TRAIN_ID.
     """
     path = sample.label
@@ -411,7 +382,7 @@ class CityscapesDataset(Dataset):
             seed_transform(self.transform, seed)
 
     def _input_order(self) -> str:
-        """The channel order the transform takes ("rgb": no swap after libspng's decode); BGR whenever the
+        """The channel order the transform takes ("rgb": no swap after the fast decode); BGR whenever the
         item carries the original image or no transform normalises it (`make_item` reads BGR then)."""
         if self.transform is None or self.keep_original:
             return "bgr"

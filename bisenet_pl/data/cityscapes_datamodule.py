@@ -25,7 +25,7 @@ class CityscapesDataModule(SegmentationDataModule):
     against the PNGs they came from. Other arguments: `SegmentationDataModule`'s.
     """
 
-    # libspng decodes RGB; the pipeline gives the same pixels without a channel swap
+    # the fast decoder gives RGB; the pipeline gives the same pixels without a channel swap
     input_order = "rgb"
 
     def __init__(

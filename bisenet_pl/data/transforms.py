@@ -403,7 +403,7 @@ def build_train_transform(
     RandomResize -> CatMaxRandomCrop -> HorizontalFlip -> PhotoMetricDistortion (BGR uint8) ->
     NormalizeToRGB -> pad bottom/right to `crop_size` with image 0 (after normalising) and label 255.
     `crop_size` is (h, w); `scale` is (long, short) edge as mmseg writes it, e.g. (2048, 1024).
-    `input_order="rgb"` takes the frame in RGB order (as libspng decodes it) and gives the same output,
+    `input_order="rgb"` takes the frame in RGB order (as the PNG decoder gives it) and gives the same output,
     bit for bit, without swapping the frame's channels; the pipeline's `input_order` attribute says which
     order it takes (the dataset reads it).
     """

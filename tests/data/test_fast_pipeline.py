@@ -1,7 +1,6 @@
 """The faster data pipeline gives the same pixels as the reference one, bit for bit.
 
-- libspng (pyspng) decodes 8-bit RGB and grey PNGs to what cv2 / PIL decode; every other PNG kind goes to
-  cv2 / PIL themselves;
+- (the PNG decoders: tests/data/test_png.py)
 - the train pipeline fed RGB (`input_order="rgb"`, no channel swap after the decode) gives the same output,
   per seed, as the BGR pipeline mmseg's order implies;
 - `NormalizeToRGB`'s lookup table gives `normalize`'s floats, and PhotoMetricDistortion's fused
@@ -42,40 +41,6 @@ def root(tmp_path_factory):
 def _bits(x: np.ndarray) -> np.ndarray:
     """float32 values as their bit patterns (exact comparison, -0.0 vs 0.0 and NaNs included)."""
     return np.ascontiguousarray(x).view(np.uint32)
-
-
-def _reference_label(sample) -> np.ndarray:
-    label = np.array(Image.open(sample.label))
-    return C.LABEL_ID_TO_TRAIN_ID[label] if sample.label_kind == "labelIds" else label
-
-
-def test_fast_decoder_is_used_and_gives_cv2_and_pil_pixels(root):
-    assert C._pyspng is not None, "pyspng is a dependency (pyproject.toml): the fast decoder must be there"
-    for sample in find_samples(root, "train"):
-        data = sample.image.read_bytes()
-        assert C._fast_png(data, C._RGB) is not None  # the fast path, not the fallback
-        reference = cv2.imread(str(sample.image), cv2.IMREAD_COLOR)
-        assert np.array_equal(load_image(sample.image), reference)
-        assert np.array_equal(load_image(sample.image, "rgb"), reference[..., ::-1])
-        assert C._fast_png(sample.label.read_bytes(), C._GREY) is not None
-        assert np.array_equal(load_label(sample), _reference_label(sample))
-
-
-@pytest.mark.parametrize("kind", ["palette", "rgba", "grey16", "rgb16"])
-def test_other_png_kinds_fall_back_to_the_reference_decoders(tmp_path, kind):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "x.png"
-    rgb = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
-    if kind == "palette":
-        Image.fromarray(rgb).convert("P").save(path)
-    elif kind == "rgba":
-        Image.fromarray(np.dstack([rgb, np.full((20, 30), 7, np.uint8)])).save(path)
-    elif kind == "grey16":
-        cv2.imwrite(str(path), rng.integers(0, 65535, (20, 30), dtype=np.uint16))
-    else:
-        cv2.imwrite(str(path), rng.integers(0, 65535, (20, 30, 3), dtype=np.uint16))
-    assert C._fast_png(path.read_bytes(), C._RGB) is None
-    assert np.array_equal(load_image(path), cv2.imread(str(path), cv2.IMREAD_COLOR))
 
 
 def test_labels_with_bad_ids_are_still_named(tmp_path):
