@@ -208,7 +208,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# GPU check: {report['device']}",
         "",
-        f"{report['date']}, torch {report['torch']}, "
+        f"{report['date']}, torch {report['torch']}, PNGs decoded by {report.get('png_decoder', '?')}, "
         + ("CPU smoke run (toy sizes)" if report["smoke"] else "full size"),
         "",
         "| row | batch/GPU | s/iter | data wait | peak GB | mmseg GB | loss first -> last | finite "
@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from bisenet_pl.data import png
     from bisenet_pl.data.synthetic import make_synthetic_cityscapes
 
     plan = Plan.smoke() if args.cpu_smoke else Plan()
@@ -288,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": device_name(plan),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "torch": torch.__version__,
+        "png_decoder": png.DECODER,  # the data wait depends on it (pywuffs is compiled, not a wheel)
         "smoke": args.cpu_smoke,
         "plan": asdict(plan),
         "rows": rows,

@@ -59,6 +59,7 @@ def test_cpu_smoke_runs_the_whole_check_through_the_script(tmp_path):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     report = json.loads((out / "gpu_check.json").read_text())
     assert report["smoke"] is True and report["device"].startswith("CPU")
+    assert report["png_decoder"] in ("wuffs", "libspng")  # what the data wait was measured with
     assert [r["row"] for r in report["rows"]] == ["4x4", "4x8", "fp16", "ohem"]
     for row in report["rows"]:
         assert "error" not in row, row
@@ -75,3 +76,4 @@ def test_cpu_smoke_runs_the_whole_check_through_the_script(tmp_path):
     assert report["ddp"]["ran"] is False and "2 GPUs" in report["ddp"]["reason"]
     table = (out / "gpu_check.md").read_text()
     assert table == markdown(report) and report["device"] in table and "| ohem | 4 |" in table
+    assert f"PNGs decoded by {report['png_decoder']}" in table
