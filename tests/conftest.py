@@ -44,6 +44,17 @@ def _git_status() -> str | None:
 def pytest_sessionstart(session):
     if not hasattr(session.config, "workerinput"):  # the xdist controller (or a plain run) only
         session.config._bisenet_git_status = _git_status()
+    else:
+        _share_the_cores(int(session.config.workerinput["workercount"]))
+
+
+def _share_the_cores(workers: int) -> None:
+    """Each xdist worker gets its share of the cores as torch threads. Two workers with two OpenMP threads
+    each on 2 cores spin-wait on each other: a float64 fit that takes 1 s alone took 115 s beside the
+    other worker, and `make test` 26 min instead of 13. (CLI subprocesses get one thread: `cli_env`.)"""
+    import torch
+
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
 
 
 def pytest_sessionfinish(session, exitstatus):
