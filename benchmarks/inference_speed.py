@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     machine = result["machine"]
     args.output.with_suffix(".md").write_text(
         f"Inference, full predict path, batch 1, {machine['cpu']} ({machine['cpu_count']} cores, "
-        f"{args.threads} threads), torch {torch.__version__}; model: {model_desc}.\n"
+        f"{args.threads} threads), torch {torch.__version__}; model: {result['model']}.\n"
         f"`{result['command']}` ({result['date']})\n\n" + table
     )
     print("\n" + table)
