@@ -32,15 +32,16 @@ from bisenet_pl.data.frame_cache import (
     _npy_names,
     _stat,
 )
+from bisenet_pl.data.png import HEADER_BYTES, png_header
 
 
 def _png_size(path: Path) -> tuple[int, int]:
     """(height, width) from a PNG's header (no decoding); a file that is not a PNG is named."""
     with open(path, "rb") as f:
-        head = f.read(24)
-    if len(head) < 24 or head[12:16] != b"IHDR":
+        header = png_header(f.read(HEADER_BYTES))
+    if header is None:
         raise CacheError(f"{path} is not a PNG (no IHDR header): cannot cache it")
-    return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+    return header.height, header.width
 
 
 def _gib(n: float) -> str:

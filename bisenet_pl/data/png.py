@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -34,7 +34,7 @@ try:
 except ImportError:  # pragma: no cover - pyspng is a dependency; a broken install stays usable
     _pyspng = None
 
-__all__ = ["DECODER", "png_header", "decode_plain_png"]
+__all__ = ["DECODER", "HEADER_BYTES", "PngHeader", "png_header", "decode_plain_png"]
 
 _COLOUR_TYPE = {"rgb": 2, "bgr": 2, "grey": 0}  # the PNG colour type each output layout decodes from
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -46,11 +46,26 @@ _INTERPRETING_CHUNKS = frozenset((b"tRNS", b"eXIf", b"iCCP", b"gAMA", b"sBIT"))
 DECODER = "wuffs" if _wuffs is not None else "libspng" if _pyspng is not None else "none"
 
 
-def png_header(data: bytes) -> tuple[int, int, int] | None:
-    """(colour type, bit depth, interlace method) from the IHDR chunk; None for anything else."""
-    if len(data) < 33 or not data.startswith(SIGNATURE) or data[12:16] != b"IHDR":
+class PngHeader(NamedTuple):
+    """A PNG's IHDR fields that decide how (and whether) it is decoded fast."""
+
+    height: int
+    width: int
+    bit_depth: int
+    colour_type: int
+    interlace: int
+
+
+#: Bytes a `png_header` reads: the signature and the IHDR chunk up to its interlace byte.
+HEADER_BYTES = 29
+
+
+def png_header(data: bytes) -> PngHeader | None:
+    """The IHDR fields from a file's first `HEADER_BYTES` bytes (or all of it); None: not a PNG."""
+    if len(data) < HEADER_BYTES or not data.startswith(SIGNATURE) or data[12:16] != b"IHDR":
         return None
-    return data[25], data[24], data[28]
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return PngHeader(height, width, data[24], data[25], data[28])
 
 
 def _plain_and_intact(data: bytes) -> bool:
@@ -100,7 +115,12 @@ def decode_plain_png(data: bytes, layout: str) -> np.ndarray | None:
     (H, W) from an 8-bit grey file. None: use the reference decoder (another kind of PNG, a damaged or
     truncated file, or one the fast decoder refuses)."""
     colour_type = _COLOUR_TYPE[layout]
-    if DECODER == "none" or png_header(data) != (colour_type, 8, 0) or not _plain_and_intact(data):
+    header = png_header(data)
+    if DECODER == "none" or header is None:
+        return None
+    if (header.bit_depth, header.colour_type, header.interlace) != (8, colour_type, 0):
+        return None
+    if not _plain_and_intact(data):  # the whole file's chunks: only for the kind that goes fast
         return None
     if _wuffs is not None:
         result = _decoders.get(layout).decode(data)
